@@ -1,0 +1,1 @@
+"""PyTorch score fields: batched, ``score(x, t)`` with x: [B, *shape], t: [B]."""

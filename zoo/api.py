@@ -1,0 +1,85 @@
+"""Building and loading fields: ``create`` and ``load``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+
+from fields.common import Schedule
+from zoo import backends
+from zoo.data import get_dataset
+from zoo.init import init_params
+from zoo.registry import ZooError, get_info
+
+
+def make_schedule(schedule: str | Schedule = "ou", t_min: float = 1e-3, T: float = 5.0) -> Schedule:
+    if isinstance(schedule, Schedule):
+        return schedule
+    try:
+        return Schedule(schedule, t_min=t_min, T=T)
+    except ValueError as e:
+        raise ZooError(str(e)) from None
+
+
+def create(
+    name: str,
+    backend: str = "torch",
+    *,
+    dim: int | None = None,
+    schedule: str | Schedule = "ou",
+    init: int | np.random.Generator = 0,
+    dtype: str = "float32",
+    **options,
+):
+    """Build field ``name`` for ``backend`` with backend-neutral initial weights.
+
+    dim: data dimension (taken from ``data=`` when a field needs a dataset and dim is None).
+    init: a seed or numpy generator for the initial weights; the same value gives the same
+    weights in both backends. dtype: "float32" or "float64". ``options`` go to the factory.
+    """
+    info = get_info(name, backend)
+    if dtype not in ("float32", "float64"):
+        raise ZooError(f"dtype must be float32 or float64, got {dtype!r}")
+    if dim is None and "data" in options:
+        try:
+            dim = get_dataset(options["data"]).dim
+        except ValueError as e:
+            raise ZooError(str(e)) from None
+    if dim is None or int(dim) <= 0:
+        raise ZooError(f"create({name!r}) needs a positive dim=")
+    sched = make_schedule(schedule)
+    try:
+        inspect.signature(info.factory).bind(dim=dim, schedule=sched, **options)
+    except TypeError as e:
+        raise ZooError(f"field {name!r}: {e}") from None
+    field = info.factory(dim=int(dim), schedule=sched, **options)
+    b = backends.get(backend)
+    current = b.named_params(field)
+    if current:
+        rng = init if isinstance(init, np.random.Generator) else np.random.default_rng(init)
+        field = b.load_params(field, init_params(current, rng), dtype)
+    return field
+
+
+def load(run_dir: str | Path, backend: str | None = None, *, ema: bool = True,
+         dtype: str | None = None):
+    """The field of a training run, in either backend (torch weights load into JAX and back).
+
+    ema: the EMA weights (default) or the raw last weights. Returns (field, config dict).
+    """
+    from zoo import checkpoint
+
+    cfg = checkpoint.read_config(run_dir)
+    backend = backend or cfg["backend"]
+    field = create(cfg["arch"], backend, dim=cfg["dim"], schedule=make_schedule(
+        cfg["schedule"], cfg["t_min"], cfg["T"]), dtype=dtype or cfg["dtype"],
+        **cfg["options"])
+    params = checkpoint.read_weights(run_dir, "ema" if ema else "weights")
+    try:
+        field = backends.get(backend).load_params(field, params, dtype or cfg["dtype"])
+    except ValueError as e:
+        raise ZooError(f"{run_dir}: weights do not fit {cfg['arch']}: {e}") from None
+    return field, cfg
+

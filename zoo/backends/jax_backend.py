@@ -1,0 +1,169 @@
+"""JAX/Equinox side of the backend interface (mirrors zoo/backends/torch_backend.py).
+
+Equinox fields are written for one example; everything here vmaps them. float64 is enabled at
+import (arrays are always created with an explicit dtype, so float32 runs stay float32).
+"""
+
+from __future__ import annotations
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from fields.common import Schedule  # noqa: E402
+
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+def _key_name(k) -> str:
+    for attr in ("name", "idx", "key"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    raise TypeError(f"unsupported pytree key {k!r}")
+
+
+def _flat(tree):
+    """(names, leaves, treedef) of the inexact arrays of ``tree``; names like torch's."""
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, eqx.is_inexact_array))
+    names = [".".join(_key_name(k) for k in path) for path, _ in pairs]
+    return names, [leaf for _, leaf in pairs], treedef
+
+
+def named_params(field) -> dict[str, np.ndarray]:
+    """Parameter name -> numpy copy (names shared with the PyTorch version of the field)."""
+    names, leaves, _ = _flat(field)
+    return {n: np.array(v) for n, v in zip(names, leaves)}
+
+
+def load_params(field, params: dict[str, np.ndarray], dtype: str):
+    """A copy of ``field`` with every parameter from ``params`` (cast to ``dtype``)."""
+    names, leaves, treedef = _flat(field)
+    own = dict(zip(names, leaves))
+    missing, extra = sorted(set(own) - set(params)), sorted(set(params) - set(own))
+    if missing or extra:
+        raise ValueError(f"parameter names differ: missing {missing[:4]}, unexpected {extra[:4]}")
+    bad = [k for k in names if tuple(own[k].shape) != tuple(np.shape(params[k]))]
+    if bad:
+        k = bad[0]
+        raise ValueError(f"parameter {k} has shape {tuple(np.shape(params[k]))}, "
+                         f"the field wants {tuple(own[k].shape)}")
+    new = [jnp.asarray(np.asarray(params[n]), dtype=DTYPES[dtype]) for n in names]
+    _, static = eqx.partition(field, eqx.is_inexact_array)
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, new), static)
+
+
+@eqx.filter_jit
+def _score(field, x, t):
+    return jax.vmap(field.score)(x, t)
+
+
+@eqx.filter_jit
+def _energy(field, x, t):
+    return jax.vmap(field.energy)(x, t)
+
+
+@eqx.filter_jit
+def _parts(field, x, t):
+    return jax.vmap(field.parts)(x, t)
+
+
+@eqx.filter_jit
+def _jacobian(field, x, t):
+    def jac(xi, ti):
+        j = jax.jacrev(field.score)(xi, ti)
+        return j.reshape(xi.size, xi.size)
+
+    return jax.vmap(jac)(x, t)
+
+
+def _arrays(x, t):
+    x = jnp.asarray(np.asarray(x))
+    return x, jnp.asarray(np.asarray(t), dtype=x.dtype)
+
+
+def score(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Batched score as numpy: x [B, *shape], t [B] (the dtype of x is kept)."""
+    return np.asarray(_score(field, *_arrays(x, t)))
+
+
+def energy(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.asarray(_energy(field, *_arrays(x, t)))
+
+
+def parts(field, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+    """The named parts of a field's score (heads with ``parts``), as numpy."""
+    return {k: np.asarray(v) for k, v in _parts(field, *_arrays(x, t)).items()}
+
+
+def jacobian(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """J[b, i, j] = d s_i / d x_j at each example: [B, D, D] (reverse mode, vmapped)."""
+    return np.asarray(_jacobian(field, *_arrays(x, t)))
+
+
+def dsm_loss(field, schedule: Schedule, x0, t, eps) -> jax.Array:
+    """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    a, s = schedule.alpha(t).reshape(shape), schedule.sigma(t).reshape(shape)
+    xt = a * x0 + s * eps
+    r = s * jax.vmap(field.score)(xt, t) + eps
+    return jnp.mean(jnp.sum(r.reshape(r.shape[0], -1) ** 2, axis=1))
+
+
+@eqx.filter_jit
+def _loss_and_grads(field, schedule, x0, t, eps):
+    return eqx.filter_value_and_grad(dsm_loss)(field, schedule, x0, t, eps)
+
+
+def _dtype_of(field):
+    _, leaves, _ = _flat(field)
+    return leaves[0].dtype
+
+
+def loss_and_grads(field, schedule: Schedule, x0, t, eps) -> tuple[float, dict[str, np.ndarray]]:
+    """DSM loss and d loss / d parameter (by name, numpy) at the field's current weights."""
+    dt = _dtype_of(field)
+    loss, g = _loss_and_grads(field, schedule, *(jnp.asarray(a, dtype=dt) for a in (x0, t, eps)))
+    return float(loss), named_params(g)
+
+
+class Trainer:
+    """Adam + EMA on the DSM loss; the same algorithm and hyperparameters as the torch Trainer."""
+
+    def __init__(self, field, schedule: Schedule, *, lr: float, betas=(0.9, 0.999),
+                 eps: float = 1e-8, ema: float = 0.999) -> None:
+        params, static = eqx.partition(field, eqx.is_inexact_array)
+        self.static, self.dtype = static, _dtype_of(field)
+        opt = optax.adam(lr, b1=betas[0], b2=betas[1], eps=eps)
+        self.state = (params, opt.init(params), params)
+
+        def step(state, x0, t, noise):
+            p, opt_state, ema_p = state
+            loss, g = jax.value_and_grad(
+                lambda q: dsm_loss(eqx.combine(q, static), schedule, x0, t, noise))(p)
+            updates, opt_state = opt.update(g, opt_state, p)
+            p = optax.apply_updates(p, updates)
+            ema_p = jax.tree.map(lambda e, q: ema * e + (1 - ema) * q, ema_p, p)
+            return (p, opt_state, ema_p), loss
+
+        self._step = jax.jit(step)
+
+    def step(self, x0: np.ndarray, t: np.ndarray, eps: np.ndarray) -> jax.Array:
+        """One optimiser step on this batch; returns the loss (before the step)."""
+        args = (jnp.asarray(a, dtype=self.dtype) for a in (x0, t, eps))
+        self.state, loss = self._step(self.state, *args)
+        return loss
+
+    @property
+    def field(self):
+        return eqx.combine(self.state[0], self.static)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return named_params(self.field)
+
+    def ema_params(self) -> dict[str, np.ndarray]:
+        return named_params(eqx.combine(self.state[2], self.static))

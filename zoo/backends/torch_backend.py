@@ -1,0 +1,123 @@
+"""PyTorch side of the backend interface (mirrors zoo/backends/jax_backend.py).
+
+Numpy in, numpy out at the edges, so tools and tests compare backends on the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fields.common import Schedule
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def named_params(field: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Parameter name -> numpy copy (names shared with the Equinox version of the field)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in field.named_parameters()}
+
+
+def load_params(field: torch.nn.Module, params: dict[str, np.ndarray], dtype: str):
+    """Set every parameter of ``field`` from ``params`` (cast to ``dtype``); names/shapes must match."""
+    field = field.to(DTYPES[dtype])
+    own = dict(field.named_parameters())
+    _check_names(own, params)
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(torch.as_tensor(np.asarray(params[k]), dtype=p.dtype))
+    return field
+
+
+def _check_names(own: dict, given: dict) -> None:
+    missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
+    if missing or extra:
+        raise ValueError(f"parameter names differ: missing {missing[:4]}, unexpected {extra[:4]}")
+    bad = [k for k in own if tuple(own[k].shape) != tuple(np.shape(given[k]))]
+    if bad:
+        k = bad[0]
+        raise ValueError(f"parameter {k} has shape {tuple(np.shape(given[k]))}, "
+                         f"the field wants {tuple(own[k].shape)}")
+
+
+def _t(a, dtype=None) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=dtype)
+
+
+def score(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Batched score as numpy: x [B, *shape], t [B] (the dtype of x is kept)."""
+    with torch.no_grad():
+        return field.score(_t(x), _t(t, _t(x).dtype)).numpy()
+
+
+def parts(field, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+    """The named parts of a field's score (heads with ``parts``), as numpy."""
+    with torch.no_grad():
+        return {k: v.numpy() for k, v in field.parts(_t(x), _t(t, _t(x).dtype)).items()}
+
+
+def energy(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return field.energy(_t(x), _t(t, _t(x).dtype)).numpy()
+
+
+def jacobian(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """J[b, i, j] = d s_i / d x_j at each example: [B, D, D] (D = prod(shape)), one VJP per row."""
+    xt = _t(x).clone().requires_grad_(True)
+    tt = _t(t, xt.dtype)
+    with torch.enable_grad():
+        s = field.score(xt, tt).flatten(1)
+        rows = [
+            torch.autograd.grad(s[:, i].sum(), xt, retain_graph=True)[0].flatten(1)
+            for i in range(s.shape[1])
+        ]
+    return torch.stack(rows, 1).detach().numpy()
+
+
+def dsm_loss(field, schedule: Schedule, x0, t, eps) -> torch.Tensor:
+    """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    a, s = schedule.alpha(t).reshape(shape), schedule.sigma(t).reshape(shape)
+    xt = a * x0 + s * eps
+    r = s * field.score(xt, t) + eps
+    return (r**2).flatten(1).sum(1).mean()
+
+
+def loss_and_grads(field, schedule: Schedule, x0, t, eps) -> tuple[float, dict[str, np.ndarray]]:
+    """DSM loss and d loss / d parameter (by name, numpy) at the field's current weights."""
+    dt = next(field.parameters()).dtype
+    field.zero_grad(set_to_none=True)
+    loss = dsm_loss(field, schedule, _t(x0, dt), _t(t, dt), _t(eps, dt))
+    loss.backward()
+    grads = {k: (None if p.grad is None else p.grad.numpy().copy())
+             for k, p in field.named_parameters()}
+    return float(loss), grads
+
+
+class Trainer:
+    """Adam + EMA on the DSM loss; the same algorithm and hyperparameters as the JAX Trainer."""
+
+    def __init__(self, field, schedule: Schedule, *, lr: float, betas=(0.9, 0.999),
+                 eps: float = 1e-8, ema: float = 0.999) -> None:
+        self.field, self.schedule, self.decay = field, schedule, ema
+        self.dtype = next(field.parameters()).dtype
+        self.opt = torch.optim.Adam(field.parameters(), lr=lr, betas=betas, eps=eps)
+        self.ema = {k: v.detach().clone() for k, v in field.named_parameters()}
+
+    def step(self, x0: np.ndarray, t: np.ndarray, eps: np.ndarray) -> torch.Tensor:
+        """One optimiser step on this batch; returns the loss (a 0-d tensor, before the step)."""
+        x0, t, eps = _t(x0, self.dtype), _t(t, self.dtype), _t(eps, self.dtype)
+        self.opt.zero_grad(set_to_none=True)
+        loss = dsm_loss(self.field, self.schedule, x0, t, eps)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for k, p in self.field.named_parameters():
+                self.ema[k].mul_(self.decay).add_(p, alpha=1 - self.decay)
+        return loss.detach()
+
+    def params(self) -> dict[str, np.ndarray]:
+        return named_params(self.field)
+
+    def ema_params(self) -> dict[str, np.ndarray]:
+        return {k: v.numpy().copy() for k, v in self.ema.items()}

@@ -1,0 +1,74 @@
+"""Registrations of the built-in fields. Factories import their framework lazily.
+
+A factory is ``f(dim, schedule, **options) -> field``; ``zoo.create`` then sets the
+backend-neutral initial weights, so the same seed gives the same field in both backends.
+"""
+
+from __future__ import annotations
+
+from fields.common import ACTIVATIONS, Schedule
+from zoo.data import BoxMixture, GaussianMixture, get_dataset
+from zoo.registry import ZooError, register
+
+# head name -> (class in fields.<backend>.heads, backbone output size given dim, conservative)
+MLP_HEADS = {
+    "free": ("FreeField", lambda d: d, False, "s = -f(x,t)/sigma_t, unconstrained"),
+    "energy": ("EnergyField", lambda d: 1, True, "s = -grad_x E, E = g(x,t)/sigma_t"),
+}
+
+
+def _check_mlp(width: int, depth: int, act: str) -> None:
+    if not (isinstance(width, int) and width > 0 and isinstance(depth, int) and depth > 0):
+        raise ZooError(f"width and depth must be positive integers, got {width}, {depth}")
+    if act not in ACTIVATIONS:
+        raise ZooError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
+
+
+def _mlp_factory(backend: str, cls_name: str, out_of):
+    def make(dim: int, schedule: Schedule, width: int = 256, depth: int = 3, act: str = "silu"):
+        _check_mlp(width, depth, act)
+        if backend == "torch":
+            from fields.torch import heads, mlp
+
+            return getattr(heads, cls_name)(mlp.MLP(dim, out_of(dim), width, depth, act), schedule)
+        import jax
+
+        from fields.jax import heads, mlp
+
+        net = mlp.MLP(dim, out_of(dim), width, depth, act, key=jax.random.PRNGKey(0))
+        return getattr(heads, cls_name)(net, schedule)
+
+    return make
+
+
+for _head, (_cls, _out, _cons, _doc) in MLP_HEADS.items():
+    for _backend in ("torch", "jax"):
+        register(f"{_head}-mlp", _backend, head=_head, backbone="mlp", conservative=_cons,
+                 description=_doc)(_mlp_factory(_backend, _cls, _out))
+
+
+def _exact_factory(backend: str):
+    def make(dim: int, schedule: Schedule, data: str = "gmm8"):
+        try:
+            ds = get_dataset(data)
+        except ValueError as e:
+            raise ZooError(str(e)) from None
+        if dim != ds.dim:
+            raise ZooError(f"dataset {data} has dim {ds.dim}, not {dim}")
+        mod = __import__(f"fields.{backend}.exact", fromlist=["exact"])
+        if isinstance(ds.exact, GaussianMixture):
+            m = ds.exact
+            return mod.GaussianMixtureExact(m.means, m.stds, m.weights, schedule)
+        if isinstance(ds.exact, BoxMixture):
+            m = ds.exact
+            return mod.BoxMixtureExact(m.lows, m.highs, m.weights, schedule)
+        raise ZooError(f"dataset {data} has no closed-form score; exact fields exist for "
+                       "gmm8, checkerboard and gmm-d")
+
+    return make
+
+
+for _backend in ("torch", "jax"):
+    register("exact", _backend, head="exact", backbone="closed-form", conservative=True,
+             trainable=False, description="closed-form score of the dataset (needs data=)")(
+        _exact_factory(_backend))

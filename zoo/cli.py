@@ -1,0 +1,180 @@
+"""The `zoo` command line. Errors a user can cause print one line on stderr and exit with 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import click
+
+from zoo.registry import BACKENDS, ZooError
+
+
+class Finite(click.ParamType):
+    """A float that must be finite (and optionally positive): NaN and inf are refused."""
+
+    name = "number"
+
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v) or (self.positive and v <= 0):
+            self.fail(f"{value!r} must be a {'positive ' if self.positive else ''}finite number",
+                      param, ctx)
+        return v
+
+
+POSITIVE_INT = click.IntRange(min=1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """A zoo of conservative and free score fields for diffusion models (PyTorch and Equinox).
+
+    Train any registered field with one protocol, in either backend: `zoo list` shows them,
+    `zoo train --arch free-mlp` trains one, `zoo bench train` times them side by side.
+    """
+
+
+@cli.command("list")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
+def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
+    """List registered fields matching PATTERN (fnmatch, e.g. '*-mlp')."""
+    import zoo
+
+    for p in plugin:
+        zoo.load_plugin(p)
+    rows = []
+    for name in zoo.list_fields(pattern):
+        infos = [zoo.get_info(name, b) for b in zoo.registry.backends_of(name)]
+        i = infos[0]
+        rows.append({"name": name, "backends": [x.backend for x in infos], "head": i.head,
+                     "backbone": i.backbone, "conservative": i.conservative,
+                     "trainable": i.trainable, "description": i.description})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "backends", "head", "backbone", "conservative",
+                  "description")
+    for r in rows:
+        table.add_row(r["name"], ",".join(r["backends"]), r["head"], r["backbone"],
+                      "yes" if r["conservative"] else "no", r["description"])
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--arch", required=True, help="Registered field name (see `zoo list`).")
+@click.option("--backend", default="torch", show_default=True, type=click.Choice(BACKENDS))
+@click.option("--data", default="gmm8", show_default=True,
+              help="gmm8, checkerboard, moons, swissroll, rings, gmm-d (16-D) or gmm-dN.")
+@click.option("--steps", default=2000, show_default=True, type=POSITIVE_INT)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seeds initial weights, batches, times and noise (one numpy generator).")
+@click.option("--batch", default=512, show_default=True, type=POSITIVE_INT)
+@click.option("--lr", default=1e-3, show_default=True, type=Finite(positive=True),
+              help="Adam learning rate.")
+@click.option("--ema", default=0.999, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float64"]))
+@click.option("--schedule", default="ou", show_default=True,
+              type=click.Choice(["ou", "vp-linear"]),
+              help="ou: dX = -X dt + sqrt(2) dW (seed paper); vp-linear: Song et al. 2021.")
+@click.option("--T", "T", default=5.0, show_default=True, type=Finite(positive=True))
+@click.option("--t-min", default=1e-3, show_default=True, type=Finite(positive=True))
+@click.option("--width", default=256, show_default=True, type=POSITIVE_INT)
+@click.option("--depth", default=3, show_default=True, type=POSITIVE_INT)
+@click.option("--act", default="silu", show_default=True,
+              type=click.Choice(["silu", "gelu", "tanh", "softplus"]))
+@click.option("--log-every", default=50, show_default=True, type=POSITIVE_INT)
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory [default: results/runs/DATA/ARCH-BACKEND-sSEED].")
+@click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, t_min, width,
+          depth, act, log_every, out, plugin, quiet) -> None:
+    """Train field ARCH by denoising score matching; prints the run directory last.
+
+    Every field is trained the same way: Adam, EMA of weights, t ~ U[t_min, T], and one numpy
+    generator (seeded by --seed) for weights, data, times and noise in either backend.
+    """
+    import zoo
+    from zoo import checkpoint
+    from zoo.train import TrainConfig
+    from zoo.train import train as run_training
+
+    for p in plugin:
+        zoo.load_plugin(p)
+    info = zoo.get_info(arch, backend)
+    options = {}
+    if info.backbone == "mlp":
+        options = {"width": width, "depth": depth, "act": act}
+    cfg = TrainConfig(arch=arch, backend=backend, data=data, steps=steps, seed=seed, batch=batch,
+                      lr=lr, ema=ema, dtype=dtype, schedule=schedule, t_min=t_min, T=T,
+                      log_every=log_every, options=options)
+    cfg.validate()
+    run_dir = run_training(cfg, out=out, show_progress=not quiet)
+    c = checkpoint.read_config(run_dir)
+    click.echo(f"{arch} [{backend}] on {data}: loss {c['first_loss']:.4f} -> "
+               f"{c['final_loss']:.4f} in {steps} steps ({c['steps_per_s']:.0f} steps/s)")
+    click.echo(str(run_dir))
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks: ratios measured side by side in one run (never timed tests)."""
+
+
+@bench.command("train")
+@click.option("--pattern", default="*-mlp", show_default=True, help="Fields to time (fnmatch).")
+@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
+@click.option("--batch", default=512, show_default=True, type=POSITIVE_INT)
+@click.option("--data", default="gmm8", show_default=True)
+@click.option("--steps", default=20, show_default=True, type=POSITIVE_INT,
+              help="Steps per timed block.")
+@click.option("--rounds", default=7, show_default=True, type=POSITIVE_INT,
+              help="Interleaved rounds; the median block is reported.")
+def bench_train(pattern, backend_list, batch, data, steps, rounds) -> None:
+    """Median training-step time of every field and its ratio to free-mlp in the same backend."""
+    from zoo.bench import bench_train as run
+
+    bks = [b.strip() for b in backend_list.split(",") if b.strip()]
+    bad = [b for b in bks if b not in BACKENDS]
+    if bad or not bks:
+        raise ZooError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    run(pattern, bks, batch=batch, data=data, steps=steps, rounds=rounds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click's own usage errors and ZooError become one line and exit code 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="zoo", standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        msg = e.format_message().replace("\n", " ")
+        cmd = e.ctx.command_path if e.ctx else "zoo"
+        click.echo(f"{cmd}: error: {msg}", err=True)
+        sys.exit(2)
+    except ZooError as e:
+        click.echo(f"zoo: error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("zoo: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("zoo: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Backend-neutral initial weights: the same numpy numbers go into a torch or an Equinox field.
+
+Rules (by parameter name and shape, drawn in sorted-name order from one numpy generator):
+- ndim >= 2 (weights, generators): U(-b, b), b = 1/sqrt(fan_in), fan_in = prod(shape[1:])
+  (PyTorch's nn.Linear default);
+- ``P.bias`` beside a matrix ``P.weight``: U(-b, b) with that weight's fan_in (also nn.Linear's);
+- ``P.weight`` of ndim 1 (a norm's scale): ones; its ``P.bias``: zeros;
+- anything else keeps the value its factory gave it, which must be deterministic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def init_params(current: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """New float64 values for the named parameters ``current`` (name -> array), drawn from ``rng``."""
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(current):
+        shape = current[name].shape
+        stem, _, leaf = name.rpartition(".")
+        partner = current.get(f"{stem}.weight" if stem else "weight")
+        if len(shape) >= 2:
+            b = 1 / np.sqrt(np.prod(shape[1:]))
+            out[name] = rng.uniform(-b, b, size=shape)
+        elif leaf == "bias" and partner is not None and partner.ndim >= 2:
+            b = 1 / np.sqrt(np.prod(partner.shape[1:]))
+            out[name] = rng.uniform(-b, b, size=shape)
+        elif leaf == "weight" and len(shape) == 1:
+            out[name] = np.ones(shape)
+        elif leaf == "bias" and partner is not None:
+            out[name] = np.zeros(shape)
+        else:
+            out[name] = np.asarray(current[name], dtype=np.float64)
+    return out
