@@ -80,4 +80,9 @@ def time_frequencies(n: int = 8, low: float = 0.25, high: float = 64.0) -> tuple
     return tuple(float(f) for f in np.geomspace(low, high, n))
 
 
+def floats(a) -> tuple | float:
+    """Nested tuples of Python floats: hashable constants (not parameters), any dtype at call time."""
+    return tuple(floats(v) for v in a) if hasattr(a, "__len__") else float(a)
+
+
 ACTIVATIONS = ("silu", "gelu", "tanh", "softplus")

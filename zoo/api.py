@@ -11,7 +11,7 @@ from fields.common import Schedule
 from zoo import backends
 from zoo.data import get_dataset
 from zoo.init import init_params
-from zoo.registry import ZooError, get_info
+from zoo.registry import ZooError, get_info, load_plugin
 
 
 def make_schedule(schedule: str | Schedule = "ou", t_min: float = 1e-3, T: float = 5.0) -> Schedule:
@@ -72,6 +72,8 @@ def load(run_dir: str | Path, backend: str | None = None, *, ema: bool = True,
     from zoo import checkpoint
 
     cfg = checkpoint.read_config(run_dir)
+    for p in cfg.get("plugins", []):
+        load_plugin(p)
     backend = backend or cfg["backend"]
     field = create(cfg["arch"], backend, dim=cfg["dim"], schedule=make_schedule(
         cfg["schedule"], cfg["t_min"], cfg["T"]), dtype=dtype or cfg["dtype"],

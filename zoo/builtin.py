@@ -6,15 +6,30 @@ backend-neutral initial weights, so the same seed gives the same field in both b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from fields.common import ACTIVATIONS, Schedule
 from zoo.data import BoxMixture, GaussianMixture, get_dataset
 from zoo.registry import ZooError, register
 
-# head name -> (class in fields.<backend>.heads, backbone output size given dim, conservative)
+
+@dataclass(frozen=True)
+class Head:
+    cls: str  # class name in fields.<backend>.heads
+    out: Callable[[int], int]  # backbone output size for data dimension d
+    out_bias: bool  # False for pure potentials: a constant has no x-gradient, so cannot learn
+    conservative: bool
+    doc: str
+
+
 MLP_HEADS = {
-    "free": ("FreeField", lambda d: d, False, "s = -f(x,t)/sigma_t, unconstrained"),
-    "energy": ("EnergyField", lambda d: 1, True, "s = -grad_x E, E = g(x,t)/sigma_t"),
+    "free": Head("FreeField", lambda d: d, True, False, "s = -f(x,t)/sigma_t, unconstrained"),
+    "energy": Head("EnergyField", lambda d: 1, False, True, "s = -grad_x E, E = g(x,t)/sigma_t"),
 }
+
+
+SMALL_MLP = {"width": 32, "depth": 2}
 
 
 def _check_mlp(width: int, depth: int, act: str) -> None:
@@ -24,27 +39,30 @@ def _check_mlp(width: int, depth: int, act: str) -> None:
         raise ZooError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
 
 
-def _mlp_factory(backend: str, cls_name: str, out_of):
+def _mlp_factory(backend: str, head: Head):
     def make(dim: int, schedule: Schedule, width: int = 256, depth: int = 3, act: str = "silu"):
         _check_mlp(width, depth, act)
         if backend == "torch":
             from fields.torch import heads, mlp
 
-            return getattr(heads, cls_name)(mlp.MLP(dim, out_of(dim), width, depth, act), schedule)
+            net = mlp.MLP(dim, head.out(dim), width, depth, act, out_bias=head.out_bias)
+            return getattr(heads, head.cls)(net, schedule)
         import jax
 
         from fields.jax import heads, mlp
 
-        net = mlp.MLP(dim, out_of(dim), width, depth, act, key=jax.random.PRNGKey(0))
-        return getattr(heads, cls_name)(net, schedule)
+        net = mlp.MLP(dim, head.out(dim), width, depth, act, out_bias=head.out_bias,
+                      key=jax.random.PRNGKey(0))
+        return getattr(heads, head.cls)(net, schedule)
 
     return make
 
 
-for _head, (_cls, _out, _cons, _doc) in MLP_HEADS.items():
+for _name, _head in MLP_HEADS.items():
     for _backend in ("torch", "jax"):
-        register(f"{_head}-mlp", _backend, head=_head, backbone="mlp", conservative=_cons,
-                 description=_doc)(_mlp_factory(_backend, _cls, _out))
+        register(f"{_name}-mlp", _backend, head=_name, backbone="mlp",
+                 conservative=_head.conservative, description=_head.doc,
+                 small=SMALL_MLP)(_mlp_factory(_backend, _head))
 
 
 def _exact_factory(backend: str):

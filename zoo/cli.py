@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import click
 
@@ -121,7 +122,8 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
         options = {"width": width, "depth": depth, "act": act}
     cfg = TrainConfig(arch=arch, backend=backend, data=data, steps=steps, seed=seed, batch=batch,
                       lr=lr, ema=ema, dtype=dtype, schedule=schedule, t_min=t_min, T=T,
-                      log_every=log_every, options=options)
+                      log_every=log_every, options=options,
+                      plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin])
     cfg.validate()
     run_dir = run_training(cfg, out=out, show_progress=not quiet)
     c = checkpoint.read_config(run_dir)

@@ -41,6 +41,7 @@ class FieldInfo:
     trainable: bool = True
     penalty: str | None = None  # an extra training penalty (zoo.train), e.g. "qc"
     description: str = ""
+    small: dict | None = None  # options for a small, fast variant (tests, smoke runs)
 
 
 _REGISTRY: dict[tuple[str, str], FieldInfo] = {}
@@ -58,32 +59,40 @@ def register(
     trainable: bool = True,
     penalty: str | None = None,
     description: str = "",
+    small: dict | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorate a factory ``f(dim, schedule, **cfg) -> field`` as field ``name`` for ``backend``.
 
     Torch fields are batched ``nn.Module``s with ``score(x, t)``; Equinox fields are
     ``eqx.Module``s written for one example. Registering a taken (name, backend) raises.
+    ``small``: factory options of a small variant, used by the registry-driven tests.
     """
     if backend not in BACKENDS:
         raise ZooError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
     def deco(factory: Callable) -> Callable:
+        _ensure_builtin()  # so a plugin cannot take a built-in name unnoticed
         key = (name, backend)
         if key in _REGISTRY:
             raise ZooError(f"field {name!r} is already registered for backend {backend!r}")
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
         _REGISTRY[key] = FieldInfo(name, backend, factory, head, backbone, conservative,
-                                   trainable, penalty, doc)
+                                   trainable, penalty, doc, dict(small or {}))
         return factory
 
     return deco
 
 
-def _ensure_loaded() -> None:
-    global _loaded_builtin, _loaded_entry_points
+def _ensure_builtin() -> None:
+    global _loaded_builtin
     if not _loaded_builtin:
         _loaded_builtin = True
         importlib.import_module("zoo.builtin")
+
+
+def _ensure_loaded() -> None:
+    global _loaded_entry_points
+    _ensure_builtin()
     if not _loaded_entry_points:
         _loaded_entry_points = True
         for ep in importlib.metadata.entry_points(group="zoo.fields"):

@@ -39,6 +39,7 @@ class TrainConfig:
     T: float = 5.0  # alpha_T = e^-5 under "ou": x_T is N(0, I) to within 0.7 %
     log_every: int = 50  # steps per metrics.jsonl line
     options: dict = field(default_factory=dict)  # factory options: width, depth, act, ...
+    plugins: list = field(default_factory=list)  # modules that register the field (re-imported by load)
 
     def validate(self) -> Dataset:
         """Check every setting (ZooError on the first bad one); returns the dataset."""

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.scipy.special import log_ndtr
 
 from fields.common import Schedule
+from fields.common import floats as _floats
 
 
 def log_ndtr_diff(p: jax.Array, q: jax.Array) -> jax.Array:
@@ -33,9 +34,9 @@ class GaussianMixtureExact(eqx.Module):
     schedule: Schedule = eqx.field(static=True)
 
     def __init__(self, means, stds, weights, schedule: Schedule) -> None:
-        self.means = tuple(map(tuple, means))
-        self.stds = tuple(stds)
-        self.weights = tuple(weights)
+        self.means = _floats(means)
+        self.stds = _floats(stds)
+        self.weights = _floats(weights)
         self.schedule = schedule
 
     def _terms(self, x, t):
@@ -68,9 +69,9 @@ class BoxMixtureExact(eqx.Module):
     schedule: Schedule = eqx.field(static=True)
 
     def __init__(self, lows, highs, weights, schedule: Schedule) -> None:
-        self.lows = tuple(map(tuple, lows))
-        self.highs = tuple(map(tuple, highs))
-        self.weights = tuple(weights)
+        self.lows = _floats(lows)
+        self.highs = _floats(highs)
+        self.weights = _floats(weights)
         self.schedule = schedule
 
     def log_density(self, x: jax.Array, t: jax.Array) -> jax.Array:

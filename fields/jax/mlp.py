@@ -28,6 +28,7 @@ class MLP(eqx.Module):
 
     One example: x: [dim] (flattened), t: [] -> [out_dim].
     Parameter names: layers.{i}.weight/bias, out.weight/bias (same as the PyTorch MLP).
+    ``out_bias=False`` for energies: a constant offset of E has no gradient in x, so it cannot learn.
     """
 
     layers: list[eqx.nn.Linear]
@@ -43,6 +44,7 @@ class MLP(eqx.Module):
         depth: int = 3,
         act: str = "silu",
         n_freq: int = 8,
+        out_bias: bool = True,
         *,
         key: jax.Array,
         dtype=None,
@@ -55,7 +57,7 @@ class MLP(eqx.Module):
             eqx.nn.Linear(a, b, key=k, dtype=dtype)
             for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-1])
         ]
-        self.out = eqx.nn.Linear(sizes[-1], out_dim, key=keys[-1], dtype=dtype)
+        self.out = eqx.nn.Linear(sizes[-1], out_dim, use_bias=out_bias, key=keys[-1], dtype=dtype)
 
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
         h = jnp.concatenate([x.reshape(-1), time_embedding(t, self.freqs)])

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fields.common import Schedule
+from fields.common import floats as _floats
 from fields.torch.heads import grad_of_scalar
 
 
@@ -32,9 +33,9 @@ class GaussianMixtureExact(nn.Module):
 
     def __init__(self, means, stds, weights, schedule: Schedule) -> None:
         super().__init__()
-        self.means = tuple(map(tuple, means))  # [K, d] as floats: no parameters, any dtype
-        self.stds = tuple(stds)
-        self.weights = tuple(weights)
+        self.means = _floats(means)  # [K, d] as floats: no parameters, any dtype
+        self.stds = _floats(stds)
+        self.weights = _floats(weights)
         self.schedule = schedule
 
     def _terms(self, x, t):
@@ -65,9 +66,9 @@ class BoxMixtureExact(nn.Module):
 
     def __init__(self, lows, highs, weights, schedule: Schedule) -> None:
         super().__init__()
-        self.lows = tuple(map(tuple, lows))  # [K, d]
-        self.highs = tuple(map(tuple, highs))
-        self.weights = tuple(weights)
+        self.lows = _floats(lows)  # [K, d]
+        self.highs = _floats(highs)
+        self.weights = _floats(weights)
         self.schedule = schedule
 
     def log_density(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

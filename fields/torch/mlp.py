@@ -27,6 +27,7 @@ class MLP(nn.Module):
 
     x: [B, dim] (extra feature dims are flattened), t: [B] -> [B, out_dim].
     Parameter names: layers.{i}.weight/bias, out.weight/bias (same as the Equinox MLP).
+    ``out_bias=False`` for energies: a constant offset of E has no gradient in x, so it cannot learn.
     """
 
     def __init__(
@@ -37,13 +38,14 @@ class MLP(nn.Module):
         depth: int = 3,
         act: str = "silu",
         n_freq: int = 8,
+        out_bias: bool = True,
     ) -> None:
         super().__init__()
         self.freqs = time_frequencies(n_freq)
         self.act = _ACT[act]
         sizes = [dim + 2 * n_freq] + [width] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = nn.Linear(sizes[-1], out_dim)
+        self.out = nn.Linear(sizes[-1], out_dim, bias=out_bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = torch.cat([x.flatten(1), time_embedding(t, self.freqs)], dim=-1)

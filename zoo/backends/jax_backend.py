@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from fields.common import Schedule  # noqa: E402
+from zoo.backends.common import ema_decay  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
@@ -141,13 +142,15 @@ class Trainer:
         opt = optax.adam(lr, b1=betas[0], b2=betas[1], eps=eps)
         self.state = (params, opt.init(params), params)
 
-        def step(state, x0, t, noise):
+        self.decay, self.k = ema, 0
+
+        def step(state, x0, t, noise, d):
             p, opt_state, ema_p = state
             loss, g = jax.value_and_grad(
                 lambda q: dsm_loss(eqx.combine(q, static), schedule, x0, t, noise))(p)
             updates, opt_state = opt.update(g, opt_state, p)
             p = optax.apply_updates(p, updates)
-            ema_p = jax.tree.map(lambda e, q: ema * e + (1 - ema) * q, ema_p, p)
+            ema_p = jax.tree.map(lambda e, q: d * e + (1 - d) * q, ema_p, p)
             return (p, opt_state, ema_p), loss
 
         self._step = jax.jit(step)
@@ -155,7 +158,9 @@ class Trainer:
     def step(self, x0: np.ndarray, t: np.ndarray, eps: np.ndarray) -> jax.Array:
         """One optimiser step on this batch; returns the loss (before the step)."""
         args = (jnp.asarray(a, dtype=self.dtype) for a in (x0, t, eps))
-        self.state, loss = self._step(self.state, *args)
+        self.k += 1
+        d = jnp.asarray(ema_decay(self.decay, self.k), dtype=self.dtype)
+        self.state, loss = self._step(self.state, *args, d)
         return loss
 
     @property

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fields.common import Schedule
+from zoo.backends.common import ema_decay
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -91,7 +92,7 @@ def loss_and_grads(field, schedule: Schedule, x0, t, eps) -> tuple[float, dict[s
     loss.backward()
     grads = {k: (None if p.grad is None else p.grad.numpy().copy())
              for k, p in field.named_parameters()}
-    return float(loss), grads
+    return loss.item(), grads
 
 
 class Trainer:
@@ -103,6 +104,7 @@ class Trainer:
         self.dtype = next(field.parameters()).dtype
         self.opt = torch.optim.Adam(field.parameters(), lr=lr, betas=betas, eps=eps)
         self.ema = {k: v.detach().clone() for k, v in field.named_parameters()}
+        self.k = 0  # steps taken
 
     def step(self, x0: np.ndarray, t: np.ndarray, eps: np.ndarray) -> torch.Tensor:
         """One optimiser step on this batch; returns the loss (a 0-d tensor, before the step)."""
@@ -111,9 +113,11 @@ class Trainer:
         loss = dsm_loss(self.field, self.schedule, x0, t, eps)
         loss.backward()
         self.opt.step()
+        self.k += 1
+        d = ema_decay(self.decay, self.k)
         with torch.no_grad():
             for k, p in self.field.named_parameters():
-                self.ema[k].mul_(self.decay).add_(p, alpha=1 - self.decay)
+                self.ema[k].mul_(d).add_(p, alpha=1 - d)
         return loss.detach()
 
     def params(self) -> dict[str, np.ndarray]:

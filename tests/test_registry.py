@@ -1,0 +1,51 @@
+"""The registry contract: decorator registration, duplicates, lookups with suggestions."""
+
+from __future__ import annotations
+
+import pytest
+
+import zoo
+from zoo import registry
+
+
+@pytest.fixture
+def scratch():
+    """Registrations made in a test are removed afterwards."""
+    zoo.list_fields()  # load the built-ins before taking the snapshot
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
+
+
+def test_register_create_and_list(scratch):
+    @zoo.register("scratch-field", "torch", head="free", backbone="mlp")
+    def make(dim, schedule, width=8):
+        from fields.torch.heads import FreeField
+        from fields.torch.mlp import MLP
+
+        return FreeField(MLP(dim, dim, width, 1), schedule)
+
+    assert "scratch-field" in zoo.list_fields("scratch-*")
+    assert zoo.list_fields("scratch-*", backend="jax") == []
+    f = zoo.create("scratch-field", "torch", dim=3, width=4)
+    assert f.net.layers[0].out_features == 4
+
+
+def test_duplicate_registration_raises(scratch):
+    with pytest.raises(zoo.ZooError, match="already registered"):
+        zoo.register("free-mlp", "torch")(lambda dim, schedule: None)
+
+
+def test_unknown_names_suggest_close_matches():
+    with pytest.raises(zoo.ZooError, match="did you mean free-mlp"):
+        zoo.create("fre-mlp", "torch", dim=2)
+    with pytest.raises(zoo.ZooError, match="unknown backend"):
+        zoo.create("free-mlp", "tensorflow", dim=2)
+    with pytest.raises(zoo.ZooError, match="unexpected keyword|got an unexpected"):
+        zoo.create("free-mlp", "torch", dim=2, widht=3)
+
+
+def test_list_pattern_is_fnmatch():
+    assert zoo.list_fields("*-mlp") == sorted(n for n in zoo.list_fields() if n.endswith("-mlp"))
+    assert zoo.list_fields("nothing-*") == []
