@@ -42,9 +42,10 @@ def test_shapes_and_finite(info, dim, rng):
 @pytest.mark.parametrize("info", ENTRIES, ids=entry_id)
 def test_every_parameter_gets_a_gradient(info, rng):
     f = build(info.name, info.backend)
-    cfg = TrainConfig(arch=info.name, batch=32)
-    x0, t, eps = draw_batch(rng, zoo.get_dataset("gmm8"), cfg)
-    loss, grads = B(info.backend).loss_and_grads(f, zoo.make_schedule("ou"), x0, t, eps)
+    cfg = TrainConfig(arch=info.name, backend=info.backend, batch=32)
+    batch = draw_batch(rng, zoo.get_dataset("gmm8"), cfg)
+    loss, grads = B(info.backend).loss_and_grads(f, zoo.make_schedule("ou"), batch,
+                                                 cfg.penalty_spec())
     assert np.isfinite(loss)
     assert grads.keys() == B(info.backend).named_params(f).keys()
     for k, g in grads.items():
@@ -83,10 +84,10 @@ def test_parity_scores_float32(name, rng):
 @pytest.mark.parametrize("name", PAIRS)
 def test_parity_loss_and_gradients_float64(name, rng):
     cfg = TrainConfig(arch=name, batch=64)
-    x0, t, eps = draw_batch(rng, zoo.get_dataset("gmm8"), cfg)
-    sched = zoo.make_schedule("ou")
-    lt, gt = B("torch").loss_and_grads(build(name, "torch"), sched, x0, t, eps)
-    lj, gj = B("jax").loss_and_grads(build(name, "jax"), sched, x0, t, eps)
+    batch = draw_batch(rng, zoo.get_dataset("gmm8"), cfg)
+    sched, pen = zoo.make_schedule("ou"), cfg.penalty_spec()
+    lt, gt = B("torch").loss_and_grads(build(name, "torch"), sched, batch, pen)
+    lj, gj = B("jax").loss_and_grads(build(name, "jax"), sched, batch, pen)
     assert abs(lt - lj) / abs(lj) < 1e-9
     for k in gt:
         assert rel(gt[k], gj[k]) < 1e-9, k

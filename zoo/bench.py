@@ -31,7 +31,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, batch=batch)
             trainer, ds, rng = make_trainer(cfg)
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
-            _sync(trainer.step(*batches[0]))  # compile / warm up
+            _sync(trainer.step(batches[0]))  # compile / warm up
             cases.append({"name": info.name, "backend": info.backend, "trainer": trainer,
                           "batches": batches, "times": []})
     if not cases:
@@ -43,7 +43,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             for c in cases:
                 t0 = time.perf_counter()
                 for b in c["batches"]:
-                    loss = c["trainer"].step(*b)
+                    loss = c["trainer"].step(b)
                 _sync(loss)
                 c["times"].append((time.perf_counter() - t0) / steps)
     ref = {c["backend"]: statistics.median(c["times"]) for c in cases if c["name"] == "free-mlp"}

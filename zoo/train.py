@@ -1,7 +1,8 @@
 """The one training protocol every field goes through, in either backend.
 
 Denoising score matching  E_{t ~ U[t_min, T], x_0, eps} ||sigma_t s(alpha_t x_0 + sigma_t eps, t) + eps||^2
-with Adam and an EMA of the weights. Initial weights, data batches, times and noise all come from
+(plus the field's own penalty, if its registry entry names one: qc) with Adam and an EMA of the
+weights. Initial weights, data batches, times and noise all come from
 one numpy generator seeded by ``seed``, so a torch run and a JAX run see the same numbers.
 """
 
@@ -40,6 +41,23 @@ class TrainConfig:
     log_every: int = 50  # steps per metrics.jsonl line
     options: dict = field(default_factory=dict)  # factory options: width, depth, act, ...
     plugins: list = field(default_factory=list)  # modules that register the field (re-imported by load)
+    penalty: dict = field(default_factory=dict)  # overrides of the field's training penalty, e.g. lambda
+
+    def penalty_spec(self) -> dict | None:
+        """The field's training penalty (registry defaults updated by ``penalty``), or None."""
+        info = get_info(self.arch, self.backend)
+        if info.penalty is None:
+            if self.penalty:
+                raise ZooError(f"field {self.arch!r} has no training penalty to set")
+            return None
+        spec = {**info.penalty, **self.penalty}
+        if spec.get("kind") == "qc":
+            lam, probes = spec.get("lambda"), spec.get("probes")
+            if not (isinstance(lam, int | float) and math.isfinite(lam) and lam >= 0):
+                raise ZooError(f"qc lambda must be a finite number >= 0, got {lam!r}")
+            if not (isinstance(probes, int) and probes > 0):
+                raise ZooError(f"qc probes must be a positive integer, got {probes!r}")
+        return spec
 
     def validate(self) -> Dataset:
         """Check every setting (ZooError on the first bad one); returns the dataset."""
@@ -67,18 +85,23 @@ class TrainConfig:
         if not (math.isfinite(self.t_min) and math.isfinite(self.T)):
             raise ZooError("t_min and T must be finite")
         make_schedule(self.schedule, self.t_min, self.T)
+        self.penalty_spec()
         return ds
 
     def run_name(self) -> str:
         return f"{self.arch}-{self.backend}-s{self.seed}"
 
 
-def draw_batch(rng: np.random.Generator, ds: Dataset, cfg: TrainConfig):
-    """(x_0 [B, d], t [B], eps [B, d]) as float64, in this order from ``rng``."""
+def draw_batch(rng: np.random.Generator, ds: Dataset, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """x0 [B, d], t [B], eps [B, d] (and Rademacher probes [P, B, d] for a qc penalty), float64,
+    drawn in this order from ``rng``."""
     x0 = ds.sample(rng, cfg.batch)
-    t = rng.uniform(cfg.t_min, cfg.T, size=cfg.batch)
-    eps = rng.standard_normal(x0.shape)
-    return x0, t, eps
+    batch = {"x0": x0, "t": rng.uniform(cfg.t_min, cfg.T, size=cfg.batch),
+             "eps": rng.standard_normal(x0.shape)}
+    pen = cfg.penalty_spec()
+    if pen and pen["kind"] == "qc":
+        batch["probes"] = 2.0 * rng.integers(0, 2, size=(pen["probes"], *x0.shape)) - 1.0
+    return batch
 
 
 def make_trainer(cfg: TrainConfig):
@@ -88,7 +111,8 @@ def make_trainer(cfg: TrainConfig):
     schedule = make_schedule(cfg.schedule, cfg.t_min, cfg.T)
     fld = create(cfg.arch, cfg.backend, dim=ds.dim, schedule=schedule, init=rng,
                  dtype=cfg.dtype, **cfg.options)
-    trainer = backends.get(cfg.backend).Trainer(fld, schedule, lr=cfg.lr, ema=cfg.ema)
+    trainer = backends.get(cfg.backend).Trainer(fld, schedule, penalty=cfg.penalty_spec(),
+                                                lr=cfg.lr, ema=cfg.ema)
     return trainer, ds, rng
 
 
@@ -100,7 +124,7 @@ def fit(cfg: TrainConfig, on_log=None, progress=None):
     trainer, ds, rng = make_trainer(cfg)
     acc, n_acc, t0, first = 0.0, 0, None, None
     for step in range(1, cfg.steps + 1):
-        loss = trainer.step(*draw_batch(rng, ds, cfg))
+        loss = trainer.step(draw_batch(rng, ds, cfg))
         acc, n_acc = acc + loss, n_acc + 1  # stays on the framework's side until logged
         if step == 1:
             first = float(loss)  # also waits for the first (compiling) step

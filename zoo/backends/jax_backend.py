@@ -115,9 +115,37 @@ def dsm_loss(field, schedule: Schedule, x0, t, eps) -> jax.Array:
     return jnp.mean(jnp.sum(r.reshape(r.shape[0], -1) ** 2, axis=1))
 
 
-@eqx.filter_jit
-def _loss_and_grads(field, schedule, x0, t, eps):
-    return eqx.filter_value_and_grad(dsm_loss)(field, schedule, x0, t, eps)
+def qc_penalty(field, schedule: Schedule, x0, t, eps, probes) -> jax.Array:
+    """E_t sigma_t^2 (tr(J J^T) - tr(J^2)) at x_t, J = ds/dx (Chao et al. 2023, QCSBM).
+
+    Hutchinson with Rademacher probes v: E_v[u . (u - w)], u = J^T v (VJP), w = J v (JVP).
+    probes: [P, B, *shape].
+    """
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    xt = schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
+
+    def one(x, ti, vs):  # one example, all its probes
+        f = lambda y: field.score(y, ti)
+        _, vjp = jax.vjp(f, x)
+
+        def per_probe(v):
+            w = jax.jvp(f, (x,), (v,))[1]
+            u = vjp(v)[0]
+            return jnp.sum(u * (u - w))
+
+        return jnp.mean(jax.vmap(per_probe)(vs))
+
+    est = jax.vmap(one, in_axes=(0, 0, 1))(xt, t, probes)
+    return jnp.mean(schedule.sigma(t) ** 2 * est)
+
+
+def objective(field, schedule: Schedule, batch: dict, penalty: dict | None) -> jax.Array:
+    """The training loss: DSM, plus lambda * qc_penalty for fields whose penalty is "qc"."""
+    loss = dsm_loss(field, schedule, batch["x0"], batch["t"], batch["eps"])
+    if penalty and penalty["kind"] == "qc":
+        loss = loss + penalty["lambda"] * qc_penalty(field, schedule, batch["x0"], batch["t"],
+                                                     batch["eps"], batch["probes"])
+    return loss
 
 
 def _dtype_of(field):
@@ -125,18 +153,21 @@ def _dtype_of(field):
     return leaves[0].dtype
 
 
-def loss_and_grads(field, schedule: Schedule, x0, t, eps) -> tuple[float, dict[str, np.ndarray]]:
-    """DSM loss and d loss / d parameter (by name, numpy) at the field's current weights."""
+def loss_and_grads(field, schedule: Schedule, batch: dict, penalty: dict | None = None):
+    """(loss, d loss / d parameter by name as numpy) at the field's current weights."""
     dt = _dtype_of(field)
-    loss, g = _loss_and_grads(field, schedule, *(jnp.asarray(a, dtype=dt) for a in (x0, t, eps)))
+    arrays = {k: jnp.asarray(v, dtype=dt) for k, v in batch.items()}
+    fn = eqx.filter_jit(eqx.filter_value_and_grad(
+        lambda f, b: objective(f, schedule, b, penalty)))
+    loss, g = fn(field, arrays)
     return float(loss), named_params(g)
 
 
 class Trainer:
     """Adam + EMA on the DSM loss; the same algorithm and hyperparameters as the torch Trainer."""
 
-    def __init__(self, field, schedule: Schedule, *, lr: float, betas=(0.9, 0.999),
-                 eps: float = 1e-8, ema: float = 0.999) -> None:
+    def __init__(self, field, schedule: Schedule, *, penalty: dict | None = None, lr: float,
+                 betas=(0.9, 0.999), eps: float = 1e-8, ema: float = 0.999) -> None:
         params, static = eqx.partition(field, eqx.is_inexact_array)
         self.static, self.dtype = static, _dtype_of(field)
         opt = optax.adam(lr, b1=betas[0], b2=betas[1], eps=eps)
@@ -144,10 +175,10 @@ class Trainer:
 
         self.decay, self.k = ema, 0
 
-        def step(state, x0, t, noise, d):
+        def step(state, batch, d):
             p, opt_state, ema_p = state
             loss, g = jax.value_and_grad(
-                lambda q: dsm_loss(eqx.combine(q, static), schedule, x0, t, noise))(p)
+                lambda q: objective(eqx.combine(q, static), schedule, batch, penalty))(p)
             updates, opt_state = opt.update(g, opt_state, p)
             p = optax.apply_updates(p, updates)
             ema_p = jax.tree.map(lambda e, q: d * e + (1 - d) * q, ema_p, p)
@@ -155,12 +186,12 @@ class Trainer:
 
         self._step = jax.jit(step)
 
-    def step(self, x0: np.ndarray, t: np.ndarray, eps: np.ndarray) -> jax.Array:
+    def step(self, batch: dict[str, np.ndarray]) -> jax.Array:
         """One optimiser step on this batch; returns the loss (before the step)."""
-        args = (jnp.asarray(a, dtype=self.dtype) for a in (x0, t, eps))
+        arrays = {k: jnp.asarray(v, dtype=self.dtype) for k, v in batch.items()}
         self.k += 1
         d = jnp.asarray(ema_decay(self.decay, self.k), dtype=self.dtype)
-        self.state, loss = self._step(self.state, *args, d)
+        self.state, loss = self._step(self.state, arrays, d)
         return loss
 
     @property

@@ -84,11 +84,37 @@ def dsm_loss(field, schedule: Schedule, x0, t, eps) -> torch.Tensor:
     return (r**2).flatten(1).sum(1).mean()
 
 
-def loss_and_grads(field, schedule: Schedule, x0, t, eps) -> tuple[float, dict[str, np.ndarray]]:
-    """DSM loss and d loss / d parameter (by name, numpy) at the field's current weights."""
+def qc_penalty(field, schedule: Schedule, x0, t, eps, probes) -> torch.Tensor:
+    """E_t sigma_t^2 (tr(J J^T) - tr(J^2)) at x_t, J = ds/dx (Chao et al. 2023, QCSBM).
+
+    Hutchinson with Rademacher probes v: tr(J J^T) - tr(J^2) = E_v[u . (u - w)], u = J^T v (one
+    VJP), w = J v (one JVP); never the full Jacobian. probes: [P, B, *shape].
+    """
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    xt = schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
+    est = 0.0
+    for v in probes:
+        _, w = torch.func.jvp(lambda y: field.score(y, t), (xt,), (v,))
+        _, vjp = torch.func.vjp(lambda y: field.score(y, t), xt)
+        (u,) = vjp(v)
+        est = est + (u * (u - w)).flatten(1).sum(1)
+    return (schedule.sigma(t) ** 2 * est / len(probes)).mean()
+
+
+def objective(field, schedule: Schedule, batch: dict, penalty: dict | None) -> torch.Tensor:
+    """The training loss: DSM, plus lambda * qc_penalty for fields whose penalty is "qc"."""
+    loss = dsm_loss(field, schedule, batch["x0"], batch["t"], batch["eps"])
+    if penalty and penalty["kind"] == "qc":
+        loss = loss + penalty["lambda"] * qc_penalty(field, schedule, batch["x0"], batch["t"],
+                                                     batch["eps"], batch["probes"])
+    return loss
+
+
+def loss_and_grads(field, schedule: Schedule, batch: dict, penalty: dict | None = None):
+    """(loss, d loss / d parameter by name as numpy) at the field's current weights."""
     dt = next(field.parameters()).dtype
     field.zero_grad(set_to_none=True)
-    loss = dsm_loss(field, schedule, _t(x0, dt), _t(t, dt), _t(eps, dt))
+    loss = objective(field, schedule, {k: _t(v, dt) for k, v in batch.items()}, penalty)
     loss.backward()
     grads = {k: (None if p.grad is None else p.grad.numpy().copy())
              for k, p in field.named_parameters()}
@@ -98,19 +124,19 @@ def loss_and_grads(field, schedule: Schedule, x0, t, eps) -> tuple[float, dict[s
 class Trainer:
     """Adam + EMA on the DSM loss; the same algorithm and hyperparameters as the JAX Trainer."""
 
-    def __init__(self, field, schedule: Schedule, *, lr: float, betas=(0.9, 0.999),
-                 eps: float = 1e-8, ema: float = 0.999) -> None:
-        self.field, self.schedule, self.decay = field, schedule, ema
+    def __init__(self, field, schedule: Schedule, *, penalty: dict | None = None, lr: float,
+                 betas=(0.9, 0.999), eps: float = 1e-8, ema: float = 0.999) -> None:
+        self.field, self.schedule, self.penalty, self.decay = field, schedule, penalty, ema
         self.dtype = next(field.parameters()).dtype
         self.opt = torch.optim.Adam(field.parameters(), lr=lr, betas=betas, eps=eps)
         self.ema = {k: v.detach().clone() for k, v in field.named_parameters()}
         self.k = 0  # steps taken
 
-    def step(self, x0: np.ndarray, t: np.ndarray, eps: np.ndarray) -> torch.Tensor:
+    def step(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
         """One optimiser step on this batch; returns the loss (a 0-d tensor, before the step)."""
-        x0, t, eps = _t(x0, self.dtype), _t(t, self.dtype), _t(eps, self.dtype)
+        batch = {k: _t(v, self.dtype) for k, v in batch.items()}
         self.opt.zero_grad(set_to_none=True)
-        loss = dsm_loss(self.field, self.schedule, x0, t, eps)
+        loss = objective(self.field, self.schedule, batch, self.penalty)
         loss.backward()
         self.opt.step()
         self.k += 1
