@@ -17,15 +17,34 @@ from zoo.registry import ZooError, register
 @dataclass(frozen=True)
 class Head:
     cls: str  # class name in fields.<backend>.heads
-    out: Callable[[int], int]  # backbone output size for data dimension d
+    out: Callable[[int, int], int]  # backbone output size for data dimension d and K
     out_bias: bool  # False for pure potentials: a constant has no x-gradient, so cannot learn
     conservative: bool
     doc: str
+    rotational: bool = False  # takes K antisymmetric generators
+    penalty: dict | None = None  # training penalty (zoo.train), e.g. qc
 
+
+# qc's lambda: see QC_LAMBDA_NOTE in the README for how it was chosen.
+QC_DEFAULT = {"kind": "qc", "lambda": 1.0, "probes": 1}
 
 MLP_HEADS = {
-    "free": Head("FreeField", lambda d: d, True, False, "s = -f(x,t)/sigma_t, unconstrained"),
-    "energy": Head("EnergyField", lambda d: 1, False, True, "s = -grad_x E, E = g(x,t)/sigma_t"),
+    "free": Head("FreeField", lambda d, k: d, True, False, "s = -f(x,t)/sigma_t, unconstrained"),
+    "energy": Head("EnergyField", lambda d, k: 1, False, True,
+                   "s = -grad_x E, E = g(x,t)/sigma_t"),
+    "energysq": Head("EnergySqField", lambda d, k: d, True, True,
+                     "s = -grad_x E, E = ||x - f(x,t)||^2 / (2 sigma_t) (CSBM)"),
+    # psi_k enter only through their gradients: no output bias
+    "helmholtz": Head("HelmholtzField", lambda d, k: 1 + k, False, False,
+                      "s = -grad E + sum_k A_k grad psi_k, rotational part divergence-free",
+                      rotational=True),
+    # psi_k also enter as values (psi_k grad phi): the output bias is live
+    "stein": Head("SteinField", lambda d, k: 1 + k, True, False,
+                  "s = grad phi + sum_k A_k (grad psi_k + psi_k grad phi), rotation Stein-null",
+                  rotational=True),
+    "qc": Head("FreeField", lambda d, k: d, True, False,
+               "free field trained with lambda sigma^2 (tr JJ^T - tr J^2) (QCSBM)",
+               penalty=QC_DEFAULT),
 }
 
 
@@ -39,22 +58,35 @@ def _check_mlp(width: int, depth: int, act: str) -> None:
         raise ZooError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
 
 
+def _build(backend: str, head: Head, dim: int, schedule: Schedule, width: int, depth: int,
+           act: str, K: int = 0):
+    _check_mlp(width, depth, act)
+    extra = (dim, K) if head.rotational else ()
+    if backend == "torch":
+        from fields.torch import heads, mlp
+
+        net = mlp.MLP(dim, head.out(dim, K), width, depth, act, out_bias=head.out_bias)
+        return getattr(heads, head.cls)(net, schedule, *extra)
+    import jax
+
+    from fields.jax import heads, mlp
+
+    net = mlp.MLP(dim, head.out(dim, K), width, depth, act, out_bias=head.out_bias,
+                  key=jax.random.PRNGKey(0))
+    return getattr(heads, head.cls)(net, schedule, *extra)
+
+
 def _mlp_factory(backend: str, head: Head):
-    def make(dim: int, schedule: Schedule, width: int = 256, depth: int = 3, act: str = "silu"):
-        _check_mlp(width, depth, act)
-        if backend == "torch":
-            from fields.torch import heads, mlp
-
-            net = mlp.MLP(dim, head.out(dim), width, depth, act, out_bias=head.out_bias)
-            return getattr(heads, head.cls)(net, schedule)
-        import jax
-
-        from fields.jax import heads, mlp
-
-        net = mlp.MLP(dim, head.out(dim), width, depth, act, out_bias=head.out_bias,
-                      key=jax.random.PRNGKey(0))
-        return getattr(heads, head.cls)(net, schedule)
-
+    if head.rotational:
+        def make(dim: int, schedule: Schedule, width: int = 256, depth: int = 3,
+                 act: str = "silu", K: int = 2):
+            if not (isinstance(K, int) and K > 0):
+                raise ZooError(f"K must be a positive integer, got {K!r}")
+            return _build(backend, head, dim, schedule, width, depth, act, K)
+    else:
+        def make(dim: int, schedule: Schedule, width: int = 256, depth: int = 3,
+                 act: str = "silu"):
+            return _build(backend, head, dim, schedule, width, depth, act)
     return make
 
 
@@ -62,7 +94,7 @@ for _name, _head in MLP_HEADS.items():
     for _backend in ("torch", "jax"):
         register(f"{_name}-mlp", _backend, head=_name, backbone="mlp",
                  conservative=_head.conservative, description=_head.doc,
-                 small=SMALL_MLP)(_mlp_factory(_backend, _head))
+                 penalty=_head.penalty, small=SMALL_MLP)(_mlp_factory(_backend, _head))
 
 
 def _exact_factory(backend: str):

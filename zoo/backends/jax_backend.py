@@ -74,10 +74,11 @@ def _parts(field, x, t):
 
 
 @eqx.filter_jit
-def _jacobian(field, x, t):
+def _jacobian(field, x, t, part):
+    fn = field.score if part is None else (lambda y, ti: field.parts(y, ti)[part])
+
     def jac(xi, ti):
-        j = jax.jacrev(field.score)(xi, ti)
-        return j.reshape(xi.size, xi.size)
+        return jax.jacrev(fn)(xi, ti).reshape(xi.size, xi.size)
 
     return jax.vmap(jac)(x, t)
 
@@ -101,9 +102,12 @@ def parts(field, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in _parts(field, *_arrays(x, t)).items()}
 
 
-def jacobian(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """J[b, i, j] = d s_i / d x_j at each example: [B, D, D] (reverse mode, vmapped)."""
-    return np.asarray(_jacobian(field, *_arrays(x, t)))
+def jacobian(field, x: np.ndarray, t: np.ndarray, part: str | None = None) -> np.ndarray:
+    """J[b, i, j] = d s_i / d x_j at each example: [B, D, D] (reverse mode, vmapped).
+
+    part: differentiate ``field.parts(x, t)[part]`` instead of the score.
+    """
+    return np.asarray(_jacobian(field, *_arrays(x, t), part))
 
 
 def dsm_loss(field, schedule: Schedule, x0, t, eps) -> jax.Array:
@@ -123,20 +127,24 @@ def qc_penalty(field, schedule: Schedule, x0, t, eps, probes) -> jax.Array:
     """
     shape = (-1,) + (1,) * (x0.ndim - 1)
     xt = schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
+    return jnp.mean(schedule.sigma(t) ** 2 * qc_estimates(field, xt, t, probes).mean(0))
 
-    def one(x, ti, vs):  # one example, all its probes
+
+def qc_estimates(field, x, t, probes) -> jax.Array:
+    """Hutchinson estimates of tr(J J^T) - tr(J^2) at each x, one per probe: [P, B]."""
+
+    def one(xi, ti, vs):  # one example, all its probes
         f = lambda y: field.score(y, ti)
-        _, vjp = jax.vjp(f, x)
+        _, vjp = jax.vjp(f, xi)
 
         def per_probe(v):
-            w = jax.jvp(f, (x,), (v,))[1]
+            w = jax.jvp(f, (xi,), (v,))[1]
             u = vjp(v)[0]
             return jnp.sum(u * (u - w))
 
-        return jnp.mean(jax.vmap(per_probe)(vs))
+        return jax.vmap(per_probe)(vs)
 
-    est = jax.vmap(one, in_axes=(0, 0, 1))(xt, t, probes)
-    return jnp.mean(schedule.sigma(t) ** 2 * est)
+    return jax.vmap(one, in_axes=(0, 0, 1), out_axes=1)(x, t, probes)
 
 
 def objective(field, schedule: Schedule, batch: dict, penalty: dict | None) -> jax.Array:

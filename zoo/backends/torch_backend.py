@@ -62,12 +62,15 @@ def energy(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         return field.energy(_t(x), _t(t, _t(x).dtype)).numpy()
 
 
-def jacobian(field, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """J[b, i, j] = d s_i / d x_j at each example: [B, D, D] (D = prod(shape)), one VJP per row."""
+def jacobian(field, x: np.ndarray, t: np.ndarray, part: str | None = None) -> np.ndarray:
+    """J[b, i, j] = d s_i / d x_j at each example: [B, D, D] (D = prod(shape)), one VJP per row.
+
+    part: differentiate ``field.parts(x, t)[part]`` instead of the score.
+    """
     xt = _t(x).clone().requires_grad_(True)
     tt = _t(t, xt.dtype)
     with torch.enable_grad():
-        s = field.score(xt, tt).flatten(1)
+        s = (field.score(xt, tt) if part is None else field.parts(xt, tt)[part]).flatten(1)
         rows = [
             torch.autograd.grad(s[:, i].sum(), xt, retain_graph=True)[0].flatten(1)
             for i in range(s.shape[1])
@@ -92,13 +95,19 @@ def qc_penalty(field, schedule: Schedule, x0, t, eps, probes) -> torch.Tensor:
     """
     shape = (-1,) + (1,) * (x0.ndim - 1)
     xt = schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
-    est = 0.0
+    return (schedule.sigma(t) ** 2 * qc_estimates(field, xt, t, probes).mean(0)).mean()
+
+
+def qc_estimates(field, x, t, probes) -> torch.Tensor:
+    """Hutchinson estimates of tr(J J^T) - tr(J^2) at each x, one per probe: [P, B]."""
+    f = lambda y: field.score(y, t)
+    _, vjp = torch.func.vjp(f, x)
+    out = []
     for v in probes:
-        _, w = torch.func.jvp(lambda y: field.score(y, t), (xt,), (v,))
-        _, vjp = torch.func.vjp(lambda y: field.score(y, t), xt)
+        _, w = torch.func.jvp(f, (x,), (v,))
         (u,) = vjp(v)
-        est = est + (u * (u - w)).flatten(1).sum(1)
-    return (schedule.sigma(t) ** 2 * est / len(probes)).mean()
+        out.append((u * (u - w)).flatten(1).sum(1))
+    return torch.stack(out)
 
 
 def objective(field, schedule: Schedule, batch: dict, penalty: dict | None) -> torch.Tensor:

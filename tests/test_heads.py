@@ -1,0 +1,87 @@
+"""The theory heads' built-in structure, checked with autodiff in float64 on random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import B, build
+
+import zoo
+
+BACKENDS = ["torch", "jax"]
+
+
+def points(rng, n=16, d=3):
+    return rng.standard_normal((n, d)), rng.uniform(1e-2, 5.0, n)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_helmholtz_rotational_part_is_divergence_free(backend, rng):
+    f = build("helmholtz-mlp", backend, dim=3)
+    x, t = points(rng)
+    J = B(backend).jacobian(f, x, t, part="rotational")
+    diag = np.diagonal(J, axis1=1, axis2=2)
+    div, scale = diag.sum(1), np.abs(diag).sum(1)
+    assert np.all(scale > 1e-3)  # the part is really there
+    assert np.max(np.abs(div) / scale) < 1e-9
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stein_rotational_part_is_stein_null(backend, rng):
+    """div(e^phi w) = e^phi (div w + w . grad phi) = 0, relative to the size of its terms."""
+    f = build("stein-mlp", backend, dim=3)
+    x, t = points(rng)
+    J = B(backend).jacobian(f, x, t, part="rotational")
+    p = B(backend).parts(f, x, t)
+    diag = np.diagonal(J, axis1=1, axis2=2)
+    terms = np.concatenate([diag, p["rotational"] * p["gradient"]], axis=1)
+    residual, scale = terms.sum(1), np.abs(terms).sum(1)
+    assert np.all(scale > 1e-6)  # the part is really there
+    assert np.max(np.abs(residual) / scale) < 1e-9
+    # ... while w itself is far from divergence-free and far from conservative
+    assert np.median(np.abs(diag.sum(1)) / np.abs(diag).sum(1)) > 1e-3
+    Js = B(backend).jacobian(f, x, t)
+    asym = np.linalg.norm(Js - Js.transpose(0, 2, 1), axis=(1, 2)) / np.linalg.norm(Js, axis=(1, 2))
+    assert np.min(asym) > 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_energysq_jacobian_symmetric(backend, rng):
+    f = build("energysq-mlp", backend, dim=4)
+    x, t = points(rng, d=4)
+    J = B(backend).jacobian(f, x, t)
+    assert np.max(np.abs(J - J.transpose(0, 2, 1))) / np.max(np.abs(J)) < 1e-10
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_qc_hutchinson_is_unbiased(backend, rng):
+    """Mean of many Rademacher estimates of tr(JJ^T) - tr(J^2) = the full-Jacobian value (3 SE)."""
+    f = build("qc-mlp", backend, dim=3)
+    x, t = points(rng, n=4)
+    J = B(backend).jacobian(f, x, t)
+    exact = np.einsum("bij,bij->b", J, J) - np.einsum("bij,bji->b", J, J)
+    n = 4000
+    probes = 2.0 * rng.integers(0, 2, size=(n, 4, 3)) - 1.0
+    if backend == "torch":
+        from zoo.backends.torch_backend import qc_estimates
+
+        est = qc_estimates(f, torch.as_tensor(x), torch.as_tensor(t),
+                           torch.as_tensor(probes)).detach().numpy()
+    else:
+        import jax.numpy as jnp
+
+        from zoo.backends.jax_backend import qc_estimates
+
+        est = np.asarray(qc_estimates(f, jnp.asarray(x), jnp.asarray(t), jnp.asarray(probes)))
+    mean, se = est.mean(0), est.std(0) / np.sqrt(n)
+    assert np.all(exact > 0)
+    assert np.all(np.abs(mean - exact) < 3 * se), (mean, exact, se)
+    assert np.all(se < 0.1 * exact)  # the test has power: the SE is small next to the value
+
+
+def test_registry_marks_structure():
+    assert zoo.get_info("energysq-mlp", "jax").conservative
+    for name in ("helmholtz-mlp", "stein-mlp", "qc-mlp"):
+        assert not zoo.get_info(name, "torch").conservative
+    assert zoo.get_info("qc-mlp", "torch").penalty["kind"] == "qc"
