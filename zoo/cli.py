@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -97,13 +98,19 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
 @click.option("--depth", default=3, show_default=True, type=POSITIVE_INT)
 @click.option("--act", default="silu", show_default=True,
               type=click.Choice(["silu", "gelu", "tanh", "softplus"]))
+@click.option("--K", "K", type=POSITIVE_INT,
+              help="Rotational heads (helmholtz, stein): number of generators A_k [default: 2].")
+@click.option("--qc-lambda", type=Finite(),
+              help="qc fields: weight of the sigma^2 (tr JJ^T - tr J^2) penalty [default: 1.0].")
+@click.option("--qc-probes", type=POSITIVE_INT,
+              help="qc fields: Rademacher probes per example per step [default: 1].")
 @click.option("--log-every", default=50, show_default=True, type=POSITIVE_INT)
 @click.option("--out", type=click.Path(file_okay=False),
               help="Run directory [default: results/runs/DATA/ARCH-BACKEND-sSEED].")
 @click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, t_min, width,
-          depth, act, log_every, out, plugin, quiet) -> None:
+          depth, act, K, qc_lambda, qc_probes, log_every, out, plugin, quiet) -> None:
     """Train field ARCH by denoising score matching; prints the run directory last.
 
     Every field is trained the same way: Adam, EMA of weights, t ~ U[t_min, T], and one numpy
@@ -120,9 +127,14 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
     options = {}
     if info.backbone == "mlp":
         options = {"width": width, "depth": depth, "act": act}
+    if K is not None:
+        if "K" not in inspect.signature(info.factory).parameters:
+            raise ZooError(f"field {arch!r} takes no --K (only rotational heads do)")
+        options["K"] = K
+    penalty = {k: v for k, v in (("lambda", qc_lambda), ("probes", qc_probes)) if v is not None}
     cfg = TrainConfig(arch=arch, backend=backend, data=data, steps=steps, seed=seed, batch=batch,
                       lr=lr, ema=ema, dtype=dtype, schedule=schedule, t_min=t_min, T=T,
-                      log_every=log_every, options=options,
+                      log_every=log_every, options=options, penalty=penalty,
                       plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin])
     cfg.validate()
     run_dir = run_training(cfg, out=out, show_progress=not quiet)

@@ -5,11 +5,16 @@ Numpy in, numpy out at the edges, so tools and tests compare backends on the sam
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from fields.common import Schedule
 from zoo.backends.common import ema_decay
+
+# torch.func's first jvp/vjp scripts a helper and warns about it; nothing for a user to act on
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
