@@ -94,6 +94,11 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
               help="ou: dX = -X dt + sqrt(2) dW (seed paper); vp-linear: Song et al. 2021.")
 @click.option("--T", "T", default=5.0, show_default=True, type=Finite(positive=True))
 @click.option("--t-min", default=1e-3, show_default=True, type=Finite(positive=True))
+@click.option("--t-sampling", default="uniform", show_default=True,
+              type=click.Choice(["uniform", "power"]),
+              help="uniform: t ~ U[t_min, T]; power: t = (a + u (b - a))^rho, a = t_min^(1/rho), "
+              "b = T^(1/rho): more small t (on gmm8 it cuts the score error at t = 0.01 fourfold).")
+@click.option("--t-rho", default=2.0, show_default=True, type=Finite(positive=True))
 @click.option("--width", default=256, show_default=True, type=POSITIVE_INT)
 @click.option("--depth", default=3, show_default=True, type=POSITIVE_INT)
 @click.option("--act", default="silu", show_default=True,
@@ -109,7 +114,8 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
               help="Run directory [default: results/runs/DATA/ARCH-BACKEND-sSEED].")
 @click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, t_min, width,
+def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, t_min,
+          t_sampling, t_rho, width,
           depth, act, K, qc_lambda, qc_probes, log_every, out, plugin, quiet) -> None:
     """Train field ARCH by denoising score matching; prints the run directory last.
 
@@ -134,6 +140,7 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
     penalty = {k: v for k, v in (("lambda", qc_lambda), ("probes", qc_probes)) if v is not None}
     cfg = TrainConfig(arch=arch, backend=backend, data=data, steps=steps, seed=seed, batch=batch,
                       lr=lr, ema=ema, dtype=dtype, schedule=schedule, t_min=t_min, T=T,
+                      t_sampling=t_sampling, t_rho=t_rho,
                       log_every=log_every, options=options, penalty=penalty,
                       plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin])
     cfg.validate()
@@ -142,6 +149,68 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
     click.echo(f"{arch} [{backend}] on {data}: loss {c['first_loss']:.4f} -> "
                f"{c['final_loss']:.4f} in {steps} steps ({c['steps_per_s']:.0f} steps/s)")
     click.echo(str(run_dir))
+
+
+RUN_DIR = click.Path(file_okay=False)
+
+
+@cli.command()
+@click.argument("run", type=RUN_DIR)
+@click.option("--solver", default="ode", show_default=True, type=click.Choice(["ode", "sde"]),
+              help="ode: probability-flow ODE (reversed WGF); sde: reverse-time SDE.")
+@click.option("--method", help="ode: dopri5 (default), bosh3, dopri8, euler, midpoint, rk4 "
+              "[diffrax: tsit5 (default), dopri5, euler, midpoint, heun]; sde: euler (default), "
+              "srk [diffrax: euler, shark].")
+@click.option("--steps", type=POSITIVE_INT,
+              help="Steps of fixed-step methods [default: 100 for the ODE, 500 for the SDE].")
+@click.option("--rtol", default=1e-5, show_default=True, type=Finite(positive=True))
+@click.option("--atol", default=1e-5, show_default=True, type=Finite(positive=True))
+@click.option("--n", "n", default=2000, show_default=True, type=POSITIVE_INT)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seeds x_T and the SDE's Brownian motion.")
+@click.option("--engine", default="torch", show_default=True,
+              type=click.Choice(["torch", "diffrax"]),
+              help="torch: torchdiffeq/torchsde for every field (JAX via DLPack); diffrax: JAX only.")
+@click.option("--rho", default=2.0, show_default=True, type=Finite(positive=True),
+              help="Time grid t = (T^(1/rho) + tau (t_min^(1/rho) - T^(1/rho)))^rho; 1 = uniform.")
+@click.option("--denoise", is_flag=True, help="Finish with Tweedie's E[x_0 | x_t_min].")
+@click.option("--raw", is_flag=True, help="Use the last weights instead of the EMA weights.")
+def sample(run, solver, method, steps, rtol, atol, n, seed, engine, rho, denoise, raw) -> None:
+    """Sample the field of training run RUN; writes samples-SOLVER-METHOD.npz and .png there."""
+    from zoo.sampling import sample_run
+
+    path = sample_run(run, n=n, seed=seed, solver=solver, method=method, steps=steps, rtol=rtol,
+                      atol=atol, engine=engine, rho=rho, denoise=denoise, ema=not raw,
+                      progress=True)
+    with np_load(path) as z:
+        click.echo(f"{n} samples, NFE {int(z['nfe'])}, {float(z['wall_s']):.2f} s")
+    click.echo(str(path))
+
+
+def np_load(path):
+    import numpy as np
+
+    return np.load(path, allow_pickle=False)
+
+
+@cli.command()
+@click.argument("run", type=RUN_DIR)
+@click.option("--n", "n", default=1000, show_default=True, type=POSITIVE_INT)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seeds the held-out data (a stream independent of training).")
+@click.option("--estimator", default="auto", show_default=True,
+              type=click.Choice(["auto", "exact", "hutchinson"]),
+              help="Divergence: exact Jacobian trace, Hutchinson, or auto (exact for d <= 64).")
+@click.option("--rtol", default=1e-5, show_default=True, type=Finite(positive=True))
+@click.option("--atol", default=1e-5, show_default=True, type=Finite(positive=True))
+def nll(run, n, seed, estimator, rtol, atol) -> None:
+    """Negative log-likelihood of held-out data under RUN's probability-flow ODE (nll.json)."""
+    from zoo.sampling import nll_run
+
+    r = nll_run(run, n=n, seed=seed, estimator=estimator, rtol=rtol, atol=atol)
+    ref = f" (exact density: {r['exact_nll_nats']:.4f})" if "exact_nll_nats" in r else ""
+    click.echo(f"NLL {r['nll_nats']:.4f} +- {r['se']:.4f} nats{ref}, "
+               f"{r['bits_per_dim']:.4f} bits/dim, NFE {r['nfe']}")
 
 
 @cli.group()

@@ -38,6 +38,9 @@ class TrainConfig:
     schedule: str = "ou"  # "ou" (beta = 2, the seed paper's OU) or "vp-linear"
     t_min: float = 1e-3  # times are drawn from U[t_min, T]
     T: float = 5.0  # alpha_T = e^-5 under "ou": x_T is N(0, I) to within 0.7 %
+    t_sampling: str = "uniform"  # "uniform": t ~ U[t_min, T]; "power": t = (a + u (b - a))^rho,
+    # a = t_min^(1/rho), b = T^(1/rho), u ~ U[0, 1]: more small t, where the score is hard
+    t_rho: float = 2.0
     log_every: int = 50  # steps per metrics.jsonl line
     options: dict = field(default_factory=dict)  # factory options: width, depth, act, ...
     plugins: list = field(default_factory=list)  # modules that register the field (re-imported by load)
@@ -84,6 +87,10 @@ class TrainConfig:
             raise ZooError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not (math.isfinite(self.t_min) and math.isfinite(self.T)):
             raise ZooError("t_min and T must be finite")
+        if self.t_sampling not in ("uniform", "power"):
+            raise ZooError(f"t_sampling must be uniform or power, got {self.t_sampling!r}")
+        if not (math.isfinite(self.t_rho) and self.t_rho >= 1):
+            raise ZooError(f"t_rho must be a finite number >= 1, got {self.t_rho}")
         make_schedule(self.schedule, self.t_min, self.T)
         self.penalty_spec()
         return ds
@@ -96,8 +103,13 @@ def draw_batch(rng: np.random.Generator, ds: Dataset, cfg: TrainConfig) -> dict[
     """x0 [B, d], t [B], eps [B, d] (and Rademacher probes [P, B, d] for a qc penalty), float64,
     drawn in this order from ``rng``."""
     x0 = ds.sample(rng, cfg.batch)
-    batch = {"x0": x0, "t": rng.uniform(cfg.t_min, cfg.T, size=cfg.batch),
-             "eps": rng.standard_normal(x0.shape)}
+    u = rng.uniform(size=cfg.batch)
+    if cfg.t_sampling == "uniform":
+        t = cfg.t_min + u * (cfg.T - cfg.t_min)
+    else:
+        a, b = cfg.t_min ** (1 / cfg.t_rho), cfg.T ** (1 / cfg.t_rho)
+        t = (a + u * (b - a)) ** cfg.t_rho
+    batch = {"x0": x0, "t": t, "eps": rng.standard_normal(x0.shape)}
     pen = cfg.penalty_spec()
     if pen and pen["kind"] == "qc":
         batch["probes"] = 2.0 * rng.integers(0, 2, size=(pen["probes"], *x0.shape)) - 1.0
