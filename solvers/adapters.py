@@ -44,8 +44,10 @@ class JaxFieldFn:
     def __init__(self, field, shape: tuple[int, ...]) -> None:
         from solvers import _jax_kernels  # imports JAX only when a JAX field is bridged
 
-        self._k = _jax_kernels
         self.field, self.shape, self.nfe = field, tuple(shape), 0
+        # a plain jax.jit over the parameter leaves: cheaper to dispatch than eqx.filter_jit,
+        # which re-flattens the whole module on every call
+        self._score, self._score_div, self._params = _jax_kernels.compiled(field, self.shape)
 
     @staticmethod
     def to_jax(x: torch.Tensor):
@@ -55,12 +57,11 @@ class JaxFieldFn:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
-        out = self._k.score_flat(self.field, self.to_jax(x), self.to_jax(t), self.shape)
-        return torch.from_dlpack(out)
+        return torch.from_dlpack(self._score(self._params, self.to_jax(x), self.to_jax(t)))
 
     def score_and_div(self, x: torch.Tensor, t: torch.Tensor, probes: torch.Tensor | None = None):
         """(s [B, D], div_x s [B]): exact trace (vmapped jacfwd) or Hutchinson v^T J v (one JVP)."""
         self.nfe += 1
         v = None if probes is None else self.to_jax(probes)
-        s, div = self._k.score_div_flat(self.field, self.to_jax(x), self.to_jax(t), v, self.shape)
+        s, div = self._score_div(self._params, self.to_jax(x), self.to_jax(t), v)
         return torch.from_dlpack(s), torch.from_dlpack(div)

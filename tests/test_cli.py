@@ -57,6 +57,64 @@ def test_bad_input_is_one_line_exit_2_nothing_written(args, capsys, tmp_path):
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--arch", "free-mlp", "--backend", "jax", "--steps", "30", "--width", "16",
+              "--batch", "32", "--out", str(out), "--quiet"])
+    assert e.value.code == 0
+    return out
+
+
+SAMPLE_BAD = [
+    ["--method", "rk45"],
+    ["--solver", "sde", "--method", "dopri5"],
+    ["--n", "0"],
+    ["--n", "-5"],
+    ["--rtol", "0"],
+    ["--atol", "nan"],
+    ["--steps", "0"],
+    ["--engine", "jaxx"],
+    ["--solver", "langevin"],
+]
+
+
+@pytest.mark.parametrize("extra", SAMPLE_BAD, ids=lambda a: " ".join(a))
+def test_sample_bad_input(extra, tiny_run, capsys):
+    before = sorted(p.name for p in tiny_run.iterdir())
+    code, _, err = run(["sample", str(tiny_run), *extra], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tiny_run.iterdir()) == before
+
+
+@pytest.mark.parametrize("cmd", ["sample", "nll"])
+def test_commands_refuse_a_directory_that_is_not_a_run(cmd, tmp_path, capsys):
+    code, _, err = run([cmd, str(tmp_path)], capsys)
+    assert code == 2 and "not a run directory" in err
+    code, _, err = run([cmd, str(tmp_path / "missing")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_sample_and_nll_write_their_files(tiny_run, capsys):
+    code, out, _ = run(["sample", str(tiny_run), "--n", "300", "--solver", "sde", "--steps", "50"],
+                       capsys)
+    assert code == 0
+    npz = tiny_run / "samples-sde-euler.npz"
+    assert out.strip().splitlines()[-1] == str(npz)
+    with np.load(npz, allow_pickle=False) as z:
+        assert z["samples"].shape == (300, 2) and int(z["nfe"]) >= 50
+        assert json.loads(str(z["settings"]))["seed"] == 0
+    assert (tiny_run / "samples-sde-euler.png").stat().st_size > 1000
+    code, out, _ = run(["sample", str(tiny_run), "--n", "100", "--engine", "diffrax",
+                        "--method", "midpoint", "--steps", "20"], capsys)
+    assert code == 0 and (tiny_run / "samples-ode-midpoint.npz").exists()
+    code, out, _ = run(["nll", str(tiny_run), "--n", "50"], capsys)
+    assert code == 0 and "exact density" in out
+    r = json.loads((tiny_run / "nll.json").read_text())
+    assert np.isfinite(r["nll_nats"]) and r["estimator"] == "exact"
+
+
 def test_list_json(capsys):
     code, out, _ = run(["list", "--json"], capsys)
     assert code == 0

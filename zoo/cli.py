@@ -231,11 +231,31 @@ def bench_train(pattern, backend_list, batch, data, steps, rounds) -> None:
     """Median training-step time of every field and its ratio to free-mlp in the same backend."""
     from zoo.bench import bench_train as run
 
-    bks = [b.strip() for b in backend_list.split(",") if b.strip()]
+    run(pattern, _backends(backend_list), batch=batch, data=data, steps=steps, rounds=rounds)
+
+
+@bench.command("sample")
+@click.option("--pattern", default="*", show_default=True, help="Fields to time (fnmatch).")
+@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
+@click.option("--n", "n", default=2000, show_default=True, type=POSITIVE_INT)
+@click.option("--steps", default=100, show_default=True, type=POSITIVE_INT,
+              help="Steps of the fixed-step ODE runs.")
+@click.option("--sde-steps", default=200, show_default=True, type=POSITIVE_INT)
+@click.option("--rounds", default=3, show_default=True, type=POSITIVE_INT)
+def bench_sample_cmd(pattern, backend_list, n, steps, sde_steps, rounds) -> None:
+    """NFE and wall time per field and solver; the DLPack bridge's overhead over diffrax."""
+    from zoo.bench import bench_sample
+
+    bench_sample(pattern, _backends(backend_list), n=n, rounds=rounds, steps=steps,
+                 sde_steps=sde_steps)
+
+
+def _backends(text: str) -> list[str]:
+    bks = [b.strip() for b in text.split(",") if b.strip()]
     bad = [b for b in bks if b not in BACKENDS]
     if bad or not bks:
         raise ZooError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
-    run(pattern, bks, batch=batch, data=data, steps=steps, rounds=rounds)
+    return bks
 
 
 def main(argv: list[str] | None = None) -> None:
