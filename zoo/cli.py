@@ -213,6 +213,58 @@ def nll(run, n, seed, estimator, rtol, atol) -> None:
                f"{r['bits_per_dim']:.4f} bits/dim, NFE {r['nfe']}")
 
 
+@cli.command()
+@click.argument("run", type=RUN_DIR)
+@click.option("--times", help="Comma-separated t values [default: 8 spread over t_min..T].")
+@click.option("--n-points", default=256, show_default=True, type=POSITIVE_INT,
+              help="Points x_t per t for Jacobians, rotational share and score error.")
+@click.option("--n-loops", default=32, show_default=True, type=POSITIVE_INT,
+              help="Closed loops per t and family.")
+@click.option("--K", "K", default=6, show_default=True, type=click.IntRange(min=3),
+              help="Corrupted samples per polygon.")
+@click.option("--nodes", default=48, show_default=True, type=click.IntRange(min=2),
+              help="Gauss-Legendre nodes per loop segment.")
+@click.option("--probes", default=16, show_default=True, type=POSITIVE_INT,
+              help="Probes per point of the stochastic NAsym (d > 256).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--raw", is_flag=True, help="Use the last weights instead of the EMA weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print check.json instead of a table.")
+def check(run, times, n_points, n_loops, K, nodes, probes, seed, raw, as_json) -> None:
+    """How far RUN's field is from a true score (DC, IC, split, exact-score error): check.json."""
+    from zoo.diagnostics import check_run
+
+    ts = None
+    if times:
+        try:
+            ts = [float(v) for v in times.split(",") if v.strip()]
+        except ValueError:
+            raise ZooError(f"--times must be comma-separated numbers, got {times!r}") from None
+        if not ts or not all(math.isfinite(v) and v > 0 for v in ts):
+            raise ZooError(f"--times must be positive finite numbers, got {times!r}")
+    r = check_run(run, ema=not raw, times=ts, n_points=n_points, n_loops=n_loops, K=K,
+                  nodes=nodes, probes=probes, seed=seed)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = [("nasym", "NAsym"), ("rot_share", "rot"), ("score_rel_error", "err"),
+            ("stein_residual_sq", "E r2"), ("error_sq", "E|e|2")]
+    keys = [(k, h) for k, h in keys if k in r["per_t"][0]]
+    table = Table("t", *(h for _, h in keys), "G poly", "G tri", "G proj",
+                  caption="rot: rotational share of E|s|^2; err: E|s-S|^2/E|S|^2; E r2: Stein "
+                          "residual; G: |circulation| / closed integral of |s||dx|",
+                  title=f"{r['settings']['arch']} ({r['settings']['backend']}) on "
+                        f"{r['settings']['data']}: conservativity (medians over loops)")
+    for row in r["per_t"]:
+        table.add_row(f"{row['t']:.2g}", *(f"{row[k]:.1e}" for k, _ in keys),
+                      *(f"{row['loops'][f]['normalised']['median']:.1e}"
+                        for f in ("polygon", "triangle", "projected")))
+    Console().print(table)
+    click.echo(str(Path(run) / "check.json"))
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks: ratios measured side by side in one run (never timed tests)."""

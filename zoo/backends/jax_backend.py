@@ -110,6 +110,24 @@ def jacobian(field, x: np.ndarray, t: np.ndarray, part: str | None = None) -> np
     return np.asarray(_jacobian(field, *_arrays(x, t), part))
 
 
+@eqx.filter_jit
+def _jvp_vjp(field, x, t, v):
+    def one(xi, ti, vi):
+        f = lambda y: field.score(y, ti)
+        jv = jax.jvp(f, (xi,), (vi,))[1]
+        jtv = jax.vjp(f, xi)[1](vi)[0]
+        return jv, jtv
+
+    return jax.vmap(one)(x, t, v)
+
+
+def jvp_vjp(field, x: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(J v, J^T v) per example: one JVP and one VJP, vmapped."""
+    xa, ta = _arrays(x, t)
+    jv, jtv = _jvp_vjp(field, xa, ta, jnp.asarray(np.asarray(v), dtype=xa.dtype))
+    return np.asarray(jv), np.asarray(jtv)
+
+
 def dsm_loss(field, schedule: Schedule, x0, t, eps) -> jax.Array:
     """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
     shape = (-1,) + (1,) * (x0.ndim - 1)

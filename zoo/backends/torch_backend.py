@@ -83,6 +83,20 @@ def jacobian(field, x: np.ndarray, t: np.ndarray, part: str | None = None) -> np
     return torch.stack(rows, 1).detach().numpy()
 
 
+def jvp_vjp(field, x: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(J v, J^T v) per example: one VJP, and the JVP by the double-backward trick
+    (J v = d/du [(J^T u) . v]), which also works for heads that differentiate inside."""
+    xg = _t(x).clone().requires_grad_(True)
+    tt, vt = _t(t, xg.dtype), _t(v, xg.dtype)
+    with torch.enable_grad():
+        s = field.score(xg, tt)
+        u = torch.zeros_like(s, requires_grad=True)
+        (g,) = torch.autograd.grad(s, xg, grad_outputs=u, create_graph=True)
+        (jv,) = torch.autograd.grad(g, u, grad_outputs=vt, retain_graph=True)
+        (jtv,) = torch.autograd.grad(s, xg, grad_outputs=vt)
+    return jv.detach().numpy(), jtv.detach().numpy()
+
+
 def dsm_loss(field, schedule: Schedule, x0, t, eps) -> torch.Tensor:
     """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
     shape = (-1,) + (1,) * (x0.ndim - 1)
