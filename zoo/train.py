@@ -174,12 +174,18 @@ def train(cfg: TrainConfig, out: str | Path | None = None, show_progress: bool =
         metrics.flush()
 
     t_start = time.perf_counter()
-    with _progress(show_progress, cfg) as advance:
-        def progress(step):
-            advance(step, last.get("loss"), last.get("steps_per_s"))
+    try:
+        with _progress(show_progress, cfg) as advance:
+            def progress(step):
+                advance(step, last.get("loss"), last.get("steps_per_s"))
 
-        trainer = fit(cfg, on_log=on_log, progress=progress)
-    metrics.close()
+            trainer = fit(cfg, on_log=on_log, progress=progress)
+    except BaseException as e:  # the run directory says why it stopped, then the error goes on
+        meta.update(status="failed", reason=f"{type(e).__name__}: {e}", last_logged=last)
+        checkpoint.write_json(run_dir / "config.json", meta)
+        raise
+    finally:
+        metrics.close()
     sha = {
         "weights.safetensors": checkpoint.write_weights(run_dir, "weights", trainer.params()),
         "ema.safetensors": checkpoint.write_weights(run_dir, "ema", trainer.ema_params()),
