@@ -88,7 +88,25 @@ def test_sample_bad_input(extra, tiny_run, capsys):
     assert sorted(p.name for p in tiny_run.iterdir()) == before
 
 
-@pytest.mark.parametrize("cmd", ["sample", "nll"])
+EVAL_BAD = [
+    ["--solver", "ode:rk45"],
+    ["--solver", "ode,sde:dopri5"],
+    ["--solver", "langevin"],
+    ["--solver", ","],
+    ["--n", "0"],
+    ["--repeats", "1"],
+]
+
+
+@pytest.mark.parametrize("extra", EVAL_BAD, ids=lambda a: " ".join(a))
+def test_eval_bad_input(extra, tiny_run, capsys):
+    before = sorted(p.name for p in tiny_run.iterdir())
+    code, _, err = run(["eval", str(tiny_run), *extra], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tiny_run.iterdir()) == before
+
+
+@pytest.mark.parametrize("cmd", ["sample", "nll", "eval", "check"])
 def test_commands_refuse_a_directory_that_is_not_a_run(cmd, tmp_path, capsys):
     code, _, err = run([cmd, str(tmp_path)], capsys)
     assert code == 2 and "not a run directory" in err
@@ -113,6 +131,19 @@ def test_sample_and_nll_write_their_files(tiny_run, capsys):
     assert code == 0 and "exact density" in out
     r = json.loads((tiny_run / "nll.json").read_text())
     assert np.isfinite(r["nll_nats"]) and r["estimator"] == "exact"
+
+
+def test_eval_writes_eval_json(tiny_run, capsys):
+    code, out, _ = run(["eval", str(tiny_run), "--n", "200", "--solver", "sde:euler",
+                        "--repeats", "2"], capsys)
+    assert code == 0 and out.strip().splitlines()[-1] == str(tiny_run / "eval.json")
+    r = json.loads((tiny_run / "eval.json").read_text())
+    assert list(r["solvers"]) == ["sde-euler"] and r["settings"]["repeats"] == 2
+    m = r["solvers"]["sde-euler"]["metrics"]["w2"]
+    assert m["value"] > 0 and m["floor_mean"] > 0 and m["floor_std"] >= 0
+    code, out, _ = run(["eval", str(tiny_run), "--solver", "sde", "--repeats", "2", "--json"],
+                       capsys)
+    assert code == 0 and json.loads(out)["solvers"]["sde-euler"]["reused"]
 
 
 def test_list_json(capsys):
