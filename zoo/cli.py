@@ -307,6 +307,73 @@ def eval_cmd(run, n, seed, solver_list, repeats, as_json) -> None:
     click.echo(str(Path(run) / "eval.json"))
 
 
+@cli.command("sweep")
+@click.option("--suite", "suite_name", default="quick", show_default=True,
+              help="quick (every MLP field, gmm8 + checkerboard, 1 seed, ~10 min) or standard "
+              "(all 2-D datasets + gmm-d, 3 seeds), or a suite of --suite-file.")
+@click.option("--suite-file", type=click.Path(dir_okay=False),
+              help="TOML file of extra suites ([NAME] tables: fields, datasets, seeds, backends, "
+              "[NAME.train] steps/batch/lr/width/depth, [NAME.eval] n/repeats, [NAME.nll] n, "
+              "[NAME.check] n_points/n_loops).")
+@click.option("--seeds", type=POSITIVE_INT, help="Seeds 0..N-1 [default: the suite's].")
+@click.option("--backends", "backend_list", help="Comma-separated [default: the suite's].")
+@click.option("--jobs", type=POSITIVE_INT, help="Worker processes [default: one per core].")
+@click.option("--runs", "runs_root", default="results/runs", show_default=True,
+              type=click.Path(file_okay=False), help="Runs land in RUNS/SUITE/DATA/ARCH-BACKEND-sSEED.")
+@click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plugin, quiet) -> None:
+    """Train, sample (ODE and SDE), evaluate and check every run of a suite, in parallel.
+
+    Runs already complete with the same settings are skipped, so a stopped sweep is started again
+    with the same command. A run that fails is recorded with its reason (sweep.json) and the sweep
+    goes on. Then `zoo leaderboard --suite SUITE` publishes the table.
+    """
+    from zoo.sweep import sweep
+
+    bks = _backends(backend_list) if backend_list else None
+    res = sweep(suite_name, suite_file=suite_file, seeds=seeds, backends=bks, jobs=jobs,
+                root=runs_root, plugins=plugin, show_progress=not quiet)
+    counts = {s: sum(r["status"] == s for r in res) for s in ("complete", "skipped", "failed",
+                                                             "busy")}
+    click.echo(f"sweep {suite_name}: {counts['complete']} run(s) done, {counts['skipped']} "
+               f"skipped (already complete), {counts['failed']} failed, {counts['busy']} busy "
+               "elsewhere")
+    for r in res:
+        if r["status"] == "failed":
+            click.echo(f"  failed {r['label']}: {r['reason']}")
+
+
+@cli.command("leaderboard")
+@click.option("--suite", "suite_name", default="standard", show_default=True,
+              help="Reads RUNS/SUITE; writes to results/ for standard, results/SUITE/ otherwise.")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False),
+              help="Runs directory to read [default: results/runs/SUITE].")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Where LEADERBOARD.md, leaderboard.csv and figures/ go [default: see --suite].")
+@click.option("--no-figures", is_flag=True, help="Tables only.")
+@click.option("--quiet", is_flag=True, help="Do not print the table.")
+def leaderboard_cmd(suite_name, runs_dir, out, no_figures, quiet) -> None:
+    """Aggregate every run's eval/check/nll JSON into LEADERBOARD.md, leaderboard.csv and figures.
+
+    One table per dataset, one row per field and backend, mean ± std over seeds, the best value per
+    column in bold, failed runs listed with their reason, unreadable run directories reported.
+    """
+    from zoo.leaderboard import write_leaderboard
+
+    runs_dir = runs_dir or str(Path("results/runs") / suite_name)
+    out = out or ("results" if suite_name == "standard" else str(Path("results") / suite_name))
+    r = write_leaderboard(runs_dir, out, figures=not no_figures)
+    if not quiet:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console(width=200).print(Markdown(r["markdown"]))
+    for s in r["skipped"]:
+        click.echo(f"skipped {s}", err=True)
+    click.echo(str(Path(out) / "LEADERBOARD.md"))
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks: ratios measured side by side in one run (never timed tests)."""

@@ -1,0 +1,210 @@
+"""`zoo sweep` and `zoo leaderboard` end to end on a tiny suite, resume, failures, corrupt runs,
+concurrent sweeps, and the aggregation over seeds against known inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.cli import main
+from zoo.leaderboard import Run, aggregate, backend_gap, collect, mean_std, render_markdown
+
+HERE = Path(__file__).parent
+PLUGIN = str(HERE / "plugins" / "sweep_nan_field.py")
+
+TINY = """
+[tiny]
+fields = ["free-mlp", "energy-mlp", "nan-sweep"]
+datasets = ["gmm8"]
+seeds = 1
+backends = ["torch", "jax"]
+[tiny.train]
+steps = 150
+width = 16
+depth = 2
+batch = 128
+[tiny.eval]
+n = 200
+repeats = 2
+[tiny.nll]
+n = 50
+[tiny.check]
+n_points = 16
+n_loops = 4
+"""
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One tiny sweep: free-mlp and energy-mlp in both backends, and a NaN plugin (torch only)."""
+    root = tmp_path_factory.mktemp("sweep")
+    suite = root / "suites.toml"
+    suite.write_text(TINY)
+    args = ["sweep", "--suite", "tiny", "--suite-file", str(suite), "--runs", str(root / "runs"),
+            "--plugin", PLUGIN, "--jobs", "2", "--quiet"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0
+    return root, args
+
+
+def test_sweep_runs_every_stage_and_records_failures(swept, capsys):
+    root, _ = swept
+    runs = root / "runs" / "tiny" / "gmm8"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "energy-mlp-jax-s0", "energy-mlp-torch-s0", "free-mlp-jax-s0", "free-mlp-torch-s0",
+        "nan-sweep-torch-s0"]
+    for name in ("free-mlp-torch-s0", "energy-mlp-jax-s0"):
+        st = json.loads((runs / name / "sweep.json").read_text())
+        assert st["status"] == "complete" and set(st["stages"]) == {"train", "nll", "eval", "check"}
+        for f in ("eval.json", "check.json", "nll.json", "ema.safetensors",
+                  "samples-ode-dopri5.npz", "samples-sde-euler.npz"):
+            assert (runs / name / f).is_file(), f
+    bad = json.loads((runs / "nan-sweep-torch-s0" / "sweep.json").read_text())
+    assert bad["status"] == "failed" and bad["reason"].startswith("train:")
+    assert "nan" in bad["reason"].lower() or "finite" in bad["reason"].lower(), bad["reason"]
+
+
+def test_sweep_again_skips_finished_runs(swept, capsys):
+    root, args = swept
+    before = (root / "runs/tiny/gmm8/free-mlp-torch-s0/eval.json").stat().st_mtime_ns
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    assert "0 run(s) done, 4 skipped" in out and "1 failed" in out  # the failed run is retried
+    assert (root / "runs/tiny/gmm8/free-mlp-torch-s0/eval.json").stat().st_mtime_ns == before
+
+
+def test_leaderboard_tables_rows_columns_and_failures(swept, capsys):
+    root, _ = swept
+    out = root / "board"
+    code, stdout, err = run(["leaderboard", "--runs", str(root / "runs"), "--out", str(out),
+                             "--quiet"], capsys)
+    assert code == 0, err
+    md = (out / "LEADERBOARD.md").read_text()
+    assert "## gmm8" in md and "## Summary" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    for col in ("field", "backend", "W2 ODE", "W2 SDE", "NLL", "NAsym", "circ", "score err",
+                "Stein r²", "ms/step", "×free", "NFE ODE", "gap"):
+        assert col in head, col
+    rows = {(c[0], c[1]): c for c in ([x.strip() for x in ln.strip("|").split("|")]
+                                      for ln in table[1:])}
+    assert set(rows) == {("energy-mlp", "jax"), ("energy-mlp", "torch"), ("free-mlp", "jax"),
+                         ("free-mlp", "torch"), ("nan-sweep", "torch")}
+    assert rows[("nan-sweep", "torch")][3] == "0/1"  # no complete seed
+    assert "nan-sweep [torch] seed 0: failed — train:" in md
+    # same weights and batches in both backends: W2 of torch and jax agree to the printed digits
+    assert rows[("free-mlp", "torch")][head.index("gap")] in ("+0.000", "-0.000")
+    assert rows[("free-mlp", "torch")][head.index("×free")].strip("*") == "1.00"
+    with open(out / "leaderboard.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 5 and math.isfinite(float(csv_rows[0]["w2_ode_mean"]))
+    for fig in ("conservativity-gmm8.png", "samples-gmm8.png", "quality-vs-conservativity.png"):
+        assert (out / "figures" / fig).stat().st_size > 5000, fig
+    # the JSON alone reproduces the table exactly (figures aside)
+    code, _, _ = run(["leaderboard", "--runs", str(root / "runs"), "--out", str(out),
+                      "--quiet", "--no-figures"], capsys)
+    md2 = (out / "LEADERBOARD.md").read_text()
+    assert [ln for ln in md2.splitlines() if ln.startswith("| ")] == table
+
+
+def test_corrupt_run_is_reported_and_skipped(swept, tmp_path, capsys):
+    import shutil
+
+    root, _ = swept
+    copy = tmp_path / "runs"
+    shutil.copytree(root / "runs", copy)
+    ev = copy / "tiny/gmm8/free-mlp-jax-s0/eval.json"
+    ev.write_text(ev.read_text()[:100])  # truncated mid-file
+    code, _, err = run(["leaderboard", "--runs", str(copy), "--out", str(tmp_path / "b"),
+                        "--quiet", "--no-figures"], capsys)
+    assert code == 0 and "free-mlp-jax-s0: unreadable" in err
+    md = (tmp_path / "b" / "LEADERBOARD.md").read_text()
+    assert "## Skipped run directories" in md and "| free-mlp | jax |" not in md
+    assert "| free-mlp | torch |" in md
+
+
+def test_bad_sweep_and_leaderboard_input(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[x]\nfields = ["free-mlp"]\ndatasets = ["spiral"]\n')
+    for args in (["sweep", "--suite", "nope"], ["sweep", "--suite-file", str(tmp_path / "no.toml")],
+                 ["sweep", "--suite", "x", "--suite-file", str(bad)],
+                 ["sweep", "--backends", "mxnet"], ["sweep", "--jobs", "0"],
+                 ["leaderboard", "--runs", str(tmp_path / "missing")],
+                 ["leaderboard", "--runs", str(tmp_path)]):
+        code, _, err = run(args + ["--runs" if args[0] == "sweep" else "--out",
+                                   str(tmp_path / "r")], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_two_concurrent_sweeps_never_run_one_run_twice(tmp_path):
+    """Both sweeps list every run; each run is trained by exactly one of them (the other finds
+    it busy or already complete), and every JSON file is whole afterwards."""
+    suite = tmp_path / "s.toml"
+    suite.write_text(TINY.replace('"free-mlp", "energy-mlp", "nan-sweep"', '"free-mlp"')
+                     .replace("steps = 150", "steps = 100"))
+    cmd = [sys.executable, "-m", "zoo.cli", "sweep", "--suite", "tiny", "--suite-file", str(suite),
+           "--runs", str(tmp_path / "runs"), "--jobs", "1", "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    done = sum(int(o.split(" run(s) done")[0].split()[-1]) for o, _ in outs)
+    assert done == 2, outs  # two runs (torch, jax), each done once
+    for f in (tmp_path / "runs").rglob("*.json"):
+        json.loads(f.read_text())
+    for d in (tmp_path / "runs/tiny/gmm8").iterdir():
+        assert json.loads((d / "sweep.json").read_text())["status"] == "complete"
+
+
+def _run(arch, backend, seed, w2, status="complete", nasym=1e-3):
+    r = Run(f"/x/{arch}-{backend}-s{seed}", "gmm8", arch, backend, seed, status)
+    if status == "complete":
+        r.values = {"w2_ode": w2, "nasym": nasym, "ms_step": 2.0 if arch == "free-mlp" else 5.0}
+        r.floors = {"w2_ode": (0.1, 0.01)}
+    return r
+
+
+def test_aggregation_over_seeds_from_known_inputs():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([4.0]) == (4.0, 0.0)
+    assert mean_std([1.0, math.inf]) == (math.inf, math.inf)
+    runs = [_run("free-mlp", "torch", s, w) for s, w in enumerate([0.2, 0.4, 0.6])]
+    runs += [_run("free-mlp", "jax", s, w) for s, w in enumerate([0.1, 0.3])]
+    runs += [_run("energy-mlp", "torch", 0, 0.5), _run("energy-mlp", "torch", 1, 0.7),
+             _run("energy-mlp", "torch", 2, 0.0, status="failed")]
+    rows = {(r.arch, r.backend): r for r in aggregate(runs)["gmm8"]}
+    f = rows[("free-mlp", "torch")]
+    assert f.seeds == 3 and f.stats["w2_ode"][0] == pytest.approx(0.4)
+    assert f.stats["w2_ode"][1] == pytest.approx(np.std([0.2, 0.4, 0.6], ddof=1))
+    e = rows[("energy-mlp", "torch")]
+    assert (e.seeds, e.total) == (2, 3) and e.stats["w2_ode"][0] == pytest.approx(0.6)
+    assert e.failed == [(2, "failed", None)]
+    assert e.stats["ratio_free"][0] == pytest.approx(2.5)
+    assert backend_gap(list(rows.values()))["free-mlp"] == pytest.approx(0.4 - 0.2)
+    md = render_markdown(aggregate(runs), runs, [], [])
+    assert "| free-mlp | torch | free | 3/3 | 0.400 ± 0.200 |" in md
+    assert "| free-mlp | jax | free | 2/2 | **0.200 ± 0.141** |" in md  # the best W2 is bold
+    assert "energy-mlp [torch] seed 2: failed" in md
+
+
+def test_collect_refuses_a_missing_directory(tmp_path):
+    from zoo.registry import ZooError
+
+    with pytest.raises(ZooError):
+        collect(tmp_path / "nope")
