@@ -157,7 +157,7 @@ def test_two_concurrent_sweeps_never_run_one_run_twice(tmp_path):
     it busy or already complete), and every JSON file is whole afterwards."""
     suite = tmp_path / "s.toml"
     suite.write_text(TINY.replace('"free-mlp", "energy-mlp", "nan-sweep"', '"free-mlp"')
-                     .replace("steps = 150", "steps = 100"))
+                     .replace("steps = 150", "steps = 20").replace("n = 200", "n = 64"))
     cmd = [sys.executable, "-m", "zoo.cli", "sweep", "--suite", "tiny", "--suite-file", str(suite),
            "--runs", str(tmp_path / "runs"), "--jobs", "1", "--quiet"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

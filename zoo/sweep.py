@@ -227,6 +227,9 @@ def run_job(job: Job, commit: str = "unknown") -> dict:
         return {"label": job.label, "status": "busy", "reason": "another sweep holds this run",
                 "wall_s": 0.0}
     stage = "setup"
+    if is_complete(job):  # another sweep finished it between our listing and our lock
+        lock.__exit__(None, None, None)
+        return {"label": job.label, "status": "skipped", "reason": None, "wall_s": 0.0}
     try:
         old = read_status(run_dir)
         if old is not None and old.get("spec") != job.spec:
