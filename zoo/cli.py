@@ -313,7 +313,7 @@ def eval_cmd(run, n, seed, solver_list, repeats, as_json) -> None:
               "(all 2-D datasets + gmm-d, 3 seeds), or a suite of --suite-file.")
 @click.option("--suite-file", type=click.Path(dir_okay=False),
               help="TOML file of extra suites ([NAME] tables: fields, datasets, seeds, backends, "
-              "[NAME.train] steps/batch/lr/width/depth, [NAME.eval] n/repeats, [NAME.nll] n, "
+              "[NAME.train] steps/batch/lr/width/depth/t_sampling, [NAME.eval] n/repeats, [NAME.nll] n, "
               "[NAME.check] n_points/n_loops).")
 @click.option("--seeds", type=POSITIVE_INT, help="Seeds 0..N-1 [default: the suite's].")
 @click.option("--backends", "backend_list", help="Comma-separated [default: the suite's].")

@@ -275,11 +275,15 @@ def summary_lines(tables: dict[str, list[Row]], runs: list[Run]) -> list[str]:
 
 def render_markdown(tables: dict[str, list[Row]], runs: list[Run], skipped: list[str],
                     figures: list[str]) -> str:
+    from zoo.sweep import SUITES
+
     suites = sorted({r.suite or "?" for r in runs})
     commits = sorted({r.commit or "?" for r in runs})
     seeds = sorted({r.seed for r in runs})
+    defined = [f"{s} defines {SUITES[s]['seeds']}" for s in suites if s in SUITES]
+    of = f" ({'; '.join(defined)})" if defined else ""
     out = ["# Leaderboard: conservative vs free score fields", "",
-           f"Suite {', '.join(suites)}; seeds {', '.join(map(str, seeds))}; code commit(s) "
+           f"Suite {', '.join(suites)}; seeds {', '.join(map(str, seeds))}{of}; code commit(s) "
            f"{', '.join(commits)}; {sum(r.status == 'complete' for r in runs)} complete runs of "
            f"{len(runs)}. Regenerate with `zoo leaderboard`.", "",
            "Samples stop at t_min (no denoising) and are compared with fresh rho_{t_min} data. "

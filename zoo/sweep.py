@@ -35,7 +35,10 @@ RUNS_ROOT = Path("results/runs")
 
 # Stage settings shared by the built-in suites; a suite overrides what it names.
 _STAGES = {
-    "train": {"steps": 3000, "batch": 512, "lr": 1e-3, "width": 128, "depth": 3},
+    # power t-sampling (more small t, where the score is sharp): on gmm8 it brings free-mlp's
+    # ODE samples from W2 0.37 to 0.27 against a noise floor of 0.24 (1500 steps, width 128)
+    "train": {"steps": 3000, "batch": 512, "lr": 1e-3, "width": 128, "depth": 3,
+              "t_sampling": "power"},
     "nll": {"n": 500},
     "eval": {"n": 2000, "repeats": 3},
     "check": {"n_points": 128, "n_loops": 16},
@@ -81,7 +84,8 @@ def load_suites(suite_file: str | Path | None = None) -> dict[str, dict]:
     """The built-in suites, plus (overriding by name) the tables of a TOML file.
 
     A TOML suite looks like ``[tiny]`` with ``fields = ["free-mlp"]``, ``datasets = ["gmm8"]``,
-    ``seeds = 1`` and optional sub-tables ``[tiny.train]`` (steps, batch, lr, width, depth),
+    ``seeds = 1`` and optional sub-tables ``[tiny.train]`` (steps, batch, lr, width, depth,
+    t_sampling),
     ``[tiny.eval]`` (n, repeats), ``[tiny.nll]`` (n), ``[tiny.check]`` (n_points, n_loops).
     """
     suites = {k: dict(v) for k, v in SUITES.items()}
@@ -139,6 +143,10 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
             raise ZooError(f"suite {name!r}: unknown {stage} setting(s) {', '.join(unknown)}")
         spec[stage] = {**defaults, **given}
         for k, v in spec[stage].items():
+            if k == "t_sampling":
+                if v not in ("uniform", "power"):
+                    raise ZooError(f"suite {name!r}: train.t_sampling must be uniform or power")
+                continue
             ok = (v > 0 and math.isfinite(v)) if isinstance(v, float) else (
                 isinstance(v, int) and v > 0)
             if not ok:
@@ -265,6 +273,7 @@ def _train_stage(job: Job, run_dir: Path) -> bool:
     t = job.spec["train"]
     cfg = TrainConfig(arch=job.arch, backend=job.backend, data=job.data, seed=job.seed,
                       steps=t["steps"], batch=t["batch"], lr=float(t["lr"]),
+                      t_sampling=t["t_sampling"],
                       options={"width": t["width"], "depth": t["depth"], "act": "silu"})
     try:
         have = checkpoint.read_config(run_dir)
@@ -272,7 +281,8 @@ def _train_stage(job: Job, run_dir: Path) -> bool:
         have = None
     if have and have.get("status") == "complete" and all(
             have.get(k) == v for k, v in (("steps", cfg.steps), ("batch", cfg.batch),
-                                          ("lr", cfg.lr), ("options", cfg.options))):
+                                          ("lr", cfg.lr), ("t_sampling", cfg.t_sampling),
+                                          ("options", cfg.options))):
         try:
             checkpoint.read_weights(run_dir, "ema")
             return True
