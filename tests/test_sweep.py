@@ -152,14 +152,18 @@ def test_bad_sweep_and_leaderboard_input(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def _sweep_cmd(tmp_path, runs, steps=20):
+    suite = tmp_path / "s.toml"
+    suite.write_text(TINY.replace('"free-mlp", "energy-mlp", "nan-sweep"', '"free-mlp"')
+                     .replace("steps = 150", f"steps = {steps}").replace("n = 200", "n = 64"))
+    return [sys.executable, "-m", "zoo.cli", "sweep", "--suite", "tiny", "--suite-file",
+            str(suite), "--runs", str(runs), "--jobs", "1", "--quiet"]
+
+
 def test_two_concurrent_sweeps_never_run_one_run_twice(tmp_path):
     """Both sweeps list every run; each run is trained by exactly one of them (the other finds
     it busy or already complete), and every JSON file is whole afterwards."""
-    suite = tmp_path / "s.toml"
-    suite.write_text(TINY.replace('"free-mlp", "energy-mlp", "nan-sweep"', '"free-mlp"')
-                     .replace("steps = 150", "steps = 20").replace("n = 200", "n = 64"))
-    cmd = [sys.executable, "-m", "zoo.cli", "sweep", "--suite", "tiny", "--suite-file", str(suite),
-           "--runs", str(tmp_path / "runs"), "--jobs", "1", "--quiet"]
+    cmd = _sweep_cmd(tmp_path, tmp_path / "runs")
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -170,6 +174,37 @@ def test_two_concurrent_sweeps_never_run_one_run_twice(tmp_path):
         json.loads(f.read_text())
     for d in (tmp_path / "runs/tiny/gmm8").iterdir():
         assert json.loads((d / "sweep.json").read_text())["status"] == "complete"
+
+
+def test_killed_sweep_restarts_cleanly(tmp_path):
+    """SIGKILL a sweep (and its workers) while it trains; the same command then finishes every
+    run, and the result equals an uninterrupted sweep's, weights bit for bit."""
+    import os
+    import signal
+    import time
+
+    killed = _sweep_cmd(tmp_path, tmp_path / "a", steps=400)
+    p = subprocess.Popen(killed, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = tmp_path / "a/tiny/gmm8/free-mlp-torch-s0"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.02)
+    while time.monotonic() < deadline and not (run / "metrics.jsonl").read_text():
+        time.sleep(0.02)  # the first logged step: training is under way
+    os.kill(p.pid, signal.SIGKILL)  # the sweep only: its worker must die with it
+    p.wait()
+    assert json.loads((run / "sweep.json").read_text())["status"] == "running"
+    again = subprocess.run(killed, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 failed" in again.stdout, again.stdout + again.stderr
+    ref = subprocess.run(_sweep_cmd(tmp_path, tmp_path / "b", steps=400), capture_output=True,
+                         text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    for run in ("free-mlp-torch-s0", "free-mlp-jax-s0"):
+        a, b = (json.loads((tmp_path / r / "tiny/gmm8" / run / "config.json").read_text())
+                for r in "ab")
+        assert a["status"] == "complete" and a["sha256"] == b["sha256"], run
+        assert json.loads((tmp_path / "a/tiny/gmm8" / run / "sweep.json").read_text())[
+            "status"] == "complete"
 
 
 def _run(arch, backend, seed, w2, status="complete", nasym=1e-3):

@@ -78,10 +78,12 @@ def load(run_dir: str | Path, backend: str | None = None, *, ema: bool = True,
     field = create(cfg["arch"], backend, dim=cfg["dim"], schedule=make_schedule(
         cfg["schedule"], cfg["t_min"], cfg["T"]), dtype=dtype or cfg["dtype"],
         **cfg["options"])
-    params = checkpoint.read_weights(run_dir, "ema" if ema else "weights")
+    which = "ema" if ema else "weights"
+    params = checkpoint.read_weights(run_dir, which)
     try:
         field = backends.get(backend).load_params(field, params, dtype or cfg["dtype"])
-    except ValueError as e:
-        raise ZooError(f"{run_dir}: weights do not fit {cfg['arch']}: {e}") from None
+    except ValueError as e:  # another architecture or shape than config.json describes
+        raise ZooError(f"{Path(run_dir) / f'{which}.safetensors'}: weights do not fit "
+                       f"{cfg['arch']} {cfg['options']}: {e}") from None
     return field, cfg
 

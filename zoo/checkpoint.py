@@ -1,14 +1,21 @@
-"""Run directories: config.json, weights.safetensors, ema.safetensors, metrics.jsonl.
+"""Run directories: config.json, weights.safetensors, ema.safetensors, metrics.jsonl, and while a
+run trains, one periodic checkpoint ``ckpt-STEP.safetensors``.
 
-Weights are safetensors only (never pickle), written atomically (temporary file, fsync, rename);
-config.json records each weight file's sha256, and reading checks it.
+Weights and optimiser state are safetensors only (never pickle), written atomically (temporary
+file, flush, fsync, rename); config.json records each file's sha256, and reading checks it.
+A checkpoint keeps its JSON (step, generator state, ...) in the safetensors header's
+``__metadata__``, so one file, one checksum, holds the whole state of a run at one step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +25,7 @@ from safetensors.numpy import save as st_save
 from zoo.registry import ZooError
 
 REQUIRED = ("arch", "backend", "data", "dim", "dtype", "schedule", "t_min", "T", "options")
+CKPT_META_KEY = "zoo_checkpoint"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -53,25 +61,101 @@ def read_config(run_dir: str | Path) -> dict:
         cfg = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ZooError(f"{path}: unreadable config ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ZooError(f"{path}: unreadable config (not a JSON object)")
     missing = [k for k in REQUIRED if k not in cfg]
     if missing:
         raise ZooError(f"{path}: config lacks {', '.join(missing)}")
     return cfg
 
 
-def read_weights(run_dir: str | Path, which: str = "ema") -> dict[str, np.ndarray]:
-    """Load ``which``.safetensors, checking the sha256 that config.json recorded."""
-    cfg = read_config(run_dir)
-    path = Path(run_dir) / f"{which}.safetensors"
+def _verified_blob(path: Path, cfg: dict, missing_hint: str) -> bytes:
+    """The bytes of ``path``, refused (ZooError naming the file) unless their sha256 is the one
+    config.json recorded."""
     if not path.is_file():
-        raise ZooError(f"{path}: missing (was the run finished?)")
+        raise ZooError(f"{path}: missing ({missing_hint})")
     blob = path.read_bytes()
-    want = cfg.get("sha256", {}).get(path.name)
+    sums = cfg.get("sha256")
+    want = sums.get(path.name) if isinstance(sums, dict) else None
     if want is None:
         raise ZooError(f"{path}: no checksum in config.json (the run did not finish)")
     if hashlib.sha256(blob).hexdigest() != want:
         raise ZooError(f"{path}: sha256 does not match config.json (file altered or truncated)")
+    return blob
+
+
+def _load_arrays(path: Path, blob: bytes) -> dict[str, np.ndarray]:
     try:
         return st_load(blob)
     except Exception as e:  # safetensors raises its own error types
         raise ZooError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+def read_weights(run_dir: str | Path, which: str = "ema") -> dict[str, np.ndarray]:
+    """Load ``which``.safetensors, checking the sha256 that config.json recorded."""
+    cfg = read_config(run_dir)
+    path = Path(run_dir) / f"{which}.safetensors"
+    return _load_arrays(path, _verified_blob(path, cfg, "was the run finished?"))
+
+
+def write_checkpoint(run_dir: Path, name: str, arrays: dict[str, np.ndarray], meta: dict) -> str:
+    """Save a training checkpoint: ``arrays`` as safetensors, ``meta`` (JSON) in its header.
+
+    Returns the file's sha256 (for config.json). Written atomically: a reader sees no file or all
+    of it.
+    """
+    blob = st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                   metadata={CKPT_META_KEY: json.dumps(meta, sort_keys=True)})
+    atomic_write(Path(run_dir) / name, blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read_checkpoint(run_dir: str | Path, cfg: dict | None = None) -> tuple[dict, dict] | None:
+    """(arrays, meta) of the run's last checkpoint (``cfg["checkpoint"]["file"]``), sha256-checked,
+    or None when the run has none yet. ZooError naming the file when it is missing or altered."""
+    cfg = read_config(run_dir) if cfg is None else cfg
+    ref = cfg.get("checkpoint")
+    if not ref:
+        return None
+    if not (isinstance(ref, dict) and isinstance(ref.get("file"), str)
+            and Path(ref["file"]).name == ref["file"]):
+        raise ZooError(f"{Path(run_dir) / 'config.json'}: malformed checkpoint entry {ref!r}")
+    path = Path(run_dir) / ref["file"]
+    blob = _verified_blob(path, cfg, "the checkpoint config.json names is gone")
+    arrays = _load_arrays(path, blob)
+    # the header is verified with the rest of the file: 8-byte little-endian length, then JSON
+    try:
+        (n,) = struct.unpack("<Q", blob[:8])
+        meta = json.loads(json.loads(blob[8:8 + n])["__metadata__"][CKPT_META_KEY])
+    except (struct.error, KeyError, TypeError, ValueError) as e:
+        raise ZooError(f"{path}: not a zoo checkpoint ({type(e).__name__}: {e})") from None
+    return arrays, meta
+
+
+class RunBusy(ZooError):
+    """Another process holds a run directory's lock."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, name: str = ".lock") -> Iterator[None]:
+    """Hold ``run_dir/name`` (fcntl.flock, exclusive, non-blocking) for the ``with`` block.
+
+    RunBusy "RUN: in use by another process (pid N)" when another process (or another open of
+    the file in this one) holds it. The kernel drops the lock when its holder dies, even by
+    SIGKILL, so a crashed run never leaves a stale lock behind. Creates ``run_dir``. Training
+    holds ``.lock``; a sweep holds ``.sweep.lock`` around all the stages of a run.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunBusy(f"{run_dir}: in use by another process (pid {pid})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -110,21 +110,33 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
 @click.option("--qc-probes", type=POSITIVE_INT,
               help="qc fields: Rademacher probes per example per step [default: 1].")
 @click.option("--log-every", default=50, show_default=True, type=POSITIVE_INT)
+@click.option("--checkpoint-every", default=500, show_default=True, type=POSITIVE_INT,
+              help="Steps per crash-safe checkpoint (weights, EMA, Adam state, data generator).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Run directory [default: results/runs/DATA/ARCH-BACKEND-sSEED].")
+@click.option("--resume", is_flag=True,
+              help="Insist on continuing the unfinished run in the run directory (re-running the "
+              "same command continues it anyway).")
+@click.option("--force", is_flag=True,
+              help="Start over, even if the run directory holds a complete or a different run.")
 @click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, t_min,
           t_sampling, t_rho, width,
-          depth, act, K, qc_lambda, qc_probes, log_every, out, plugin, quiet) -> None:
+          depth, act, K, qc_lambda, qc_probes, log_every, checkpoint_every, out, resume, force,
+          plugin, quiet) -> None:
     """Train field ARCH by denoising score matching; prints the run directory last.
 
     Every field is trained the same way: Adam, EMA of weights, t ~ U[t_min, T], and one numpy
     generator (seeded by --seed) for weights, data, times and noise in either backend.
+
+    Re-running a command continues its unfinished run from the last checkpoint (bitwise the
+    same result as a run never stopped); on a complete run it trains nothing, says so and
+    exits 0 (--force retrains). A non-finite loss or gradient stops the run, marked failed.
     """
     import zoo
     from zoo import checkpoint
-    from zoo.train import TrainConfig
+    from zoo.train import TrainConfig, run_dir_of, run_state
     from zoo.train import train as run_training
 
     for p in plugin:
@@ -141,13 +153,24 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
     cfg = TrainConfig(arch=arch, backend=backend, data=data, steps=steps, seed=seed, batch=batch,
                       lr=lr, ema=ema, dtype=dtype, schedule=schedule, t_min=t_min, T=T,
                       t_sampling=t_sampling, t_rho=t_rho,
-                      log_every=log_every, options=options, penalty=penalty,
+                      log_every=log_every, checkpoint_every=checkpoint_every, options=options,
+                      penalty=penalty,
                       plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin])
     cfg.validate()
-    run_dir = run_training(cfg, out=out, show_progress=not quiet)
+    if resume and force:
+        raise ZooError("--resume and --force exclude each other")
+    before, old = ("new", None) if force else run_state(cfg, run_dir_of(cfg, out))
+    run_dir = run_training(cfg, out=out, show_progress=not quiet, resume=resume, force=force)
     c = checkpoint.read_config(run_dir)
-    click.echo(f"{arch} [{backend}] on {data}: loss {c['first_loss']:.4f} -> "
-               f"{c['final_loss']:.4f} in {steps} steps ({c['steps_per_s']:.0f} steps/s)")
+    summary = (f"loss {c['first_loss']:.4f} -> {c['final_loss']:.4f} in {steps} steps "
+               f"({c['steps_per_s']:.0f} steps/s)")
+    if before == "complete":
+        click.echo(f"{arch} [{backend}] on {data}: already complete, {summary}; nothing trained "
+                   "(--force retrains)")
+    else:
+        at = (old or {}).get("checkpoint", {}).get("step")
+        again = f" (continued from step {at})" if at else ""
+        click.echo(f"{arch} [{backend}] on {data}: {summary}{again}")
     click.echo(str(run_dir))
 
 

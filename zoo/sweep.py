@@ -24,7 +24,6 @@ import subprocess
 import time
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -200,20 +199,6 @@ def _commit() -> str:
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
 
 
-@contextmanager
-def _job_lock(run_dir: Path):
-    """Hold ``run_dir/.sweep.lock`` (flock, non-blocking) or raise BlockingIOError."""
-    import fcntl
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".sweep.lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 # files made by the stages after training: stale once the weights change
 _DOWNSTREAM = ("nll.json", "eval.json", "check.json", "check-field.png")
 
@@ -227,23 +212,27 @@ def run_job(job: Job, commit: str = "unknown") -> dict:
     from zoo import checkpoint
 
     run_dir = Path(job.run_dir)
-    t0 = time.perf_counter()
     try:
-        lock = _job_lock(run_dir)
-        lock.__enter__()
-    except BlockingIOError:
-        return {"label": job.label, "status": "busy", "reason": "another sweep holds this run",
-                "wall_s": 0.0}
+        with checkpoint.run_lock(run_dir, ".sweep.lock"):
+            if is_complete(job):  # another sweep finished it between our listing and our lock
+                return {"label": job.label, "status": "skipped", "reason": None, "wall_s": 0.0}
+            return _run_stages(job, run_dir, commit)
+    except checkpoint.RunBusy as e:
+        return {"label": job.label, "status": "busy", "reason": str(e), "wall_s": 0.0}
+
+
+def _run_stages(job: Job, run_dir: Path, commit: str) -> dict:
+    from zoo import checkpoint
+
+    t0 = time.perf_counter()
     stage = "setup"
-    if is_complete(job):  # another sweep finished it between our listing and our lock
-        lock.__exit__(None, None, None)
-        return {"label": job.label, "status": "skipped", "reason": None, "wall_s": 0.0}
+    record: dict = {}
     try:
         old = read_status(run_dir)
         if old is not None and old.get("spec") != job.spec:
             # the suite changed since this run was made: nothing of it can be reused
             for p in run_dir.iterdir():
-                if p.name != ".sweep.lock":
+                if p.name not in (".sweep.lock", ".lock"):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
         record = {"suite": job.suite, "arch": job.arch, "backend": job.backend, "data": job.data,
                   "seed": job.seed, "spec": job.spec, "commit": commit, "status": "running",
@@ -255,13 +244,15 @@ def run_job(job: Job, commit: str = "unknown") -> dict:
             record["stages"][stage] = "reused" if done else round(time.perf_counter() - s0, 2)
             checkpoint.write_json(run_dir / "sweep.json", record)
         record["status"] = "complete"
+    except checkpoint.RunBusy:
+        raise  # someone trains this run by hand: not a failure of the run
     except Exception as e:  # the run failed; the sweep goes on
         msg = " ".join(str(e).split())
         record.update(status="failed", reason=f"{stage}: {type(e).__name__}: {msg}"[:500])
     finally:
         record["wall_s"] = round(time.perf_counter() - t0, 2)
-        checkpoint.write_json(run_dir / "sweep.json", record)
-        lock.__exit__(None, None, None)
+        if record:
+            checkpoint.write_json(run_dir / "sweep.json", record)
     return {"label": job.label, "status": record["status"], "reason": record.get("reason"),
             "wall_s": record["wall_s"]}
 
@@ -279,10 +270,10 @@ def _train_stage(job: Job, run_dir: Path) -> bool:
         have = checkpoint.read_config(run_dir)
     except ZooError:
         have = None
-    if have and have.get("status") == "complete" and all(
-            have.get(k) == v for k, v in (("steps", cfg.steps), ("batch", cfg.batch),
-                                          ("lr", cfg.lr), ("t_sampling", cfg.t_sampling),
-                                          ("options", cfg.options))):
+    complete = bool(have and have.get("status") == "complete")
+    if complete and all(have.get(k) == v for k, v in (
+            ("steps", cfg.steps), ("batch", cfg.batch), ("lr", cfg.lr),
+            ("t_sampling", cfg.t_sampling), ("options", cfg.options))):
         try:
             checkpoint.read_weights(run_dir, "ema")
             return True
@@ -292,7 +283,9 @@ def _train_stage(job: Job, run_dir: Path) -> bool:
         (run_dir / name).unlink(missing_ok=True)
     for p in run_dir.glob("samples-*"):
         p.unlink()
-    train(cfg, out=run_dir, show_progress=False)
+    # an unfinished run continues from its last checkpoint; a complete one that cannot be used
+    # (other settings, altered weights) is trained again from the start
+    train(cfg, out=run_dir, show_progress=False, force=complete)
     return False
 
 
@@ -329,9 +322,22 @@ _STAGE_FN = {"train": _train_stage, "nll": _nll_stage, "eval": _eval_stage,
              "check": _check_stage}
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the sweep process dies (however it dies), so a
+    killed sweep leaves no orphan writing into run directories; elsewhere, nothing to do."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_init(threads: int, plugins: tuple[str, ...], cwd: str) -> None:
     """Limit each worker's threads before torch or JAX starts (jobs run side by side)."""
     os.chdir(cwd)
+    _die_with_parent()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
                                f"{'true' if threads > 1 else 'false'} "

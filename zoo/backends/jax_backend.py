@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from fields.common import Schedule  # noqa: E402
-from zoo.backends.common import ema_decay  # noqa: E402
+from zoo.backends.common import ema_decay, split_state  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
@@ -198,6 +198,7 @@ class Trainer:
         self.static, self.dtype = static, _dtype_of(field)
         opt = optax.adam(lr, b1=betas[0], b2=betas[1], eps=eps)
         self.state = (params, opt.init(params), params)
+        self.grad_norm = None
 
         self.decay, self.k = ema, 0
 
@@ -208,16 +209,21 @@ class Trainer:
             updates, opt_state = opt.update(g, opt_state, p)
             p = optax.apply_updates(p, updates)
             ema_p = jax.tree.map(lambda e, q: d * e + (1 - d) * q, ema_p, p)
-            return (p, opt_state, ema_p), loss
+            gnorm = jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g)))
+            return (p, opt_state, ema_p), loss, gnorm
 
         self._step = jax.jit(step)
 
     def step(self, batch: dict[str, np.ndarray]) -> jax.Array:
-        """One optimiser step on this batch; returns the loss (before the step)."""
+        """One optimiser step on this batch; returns the loss (before the step).
+
+        Also sets ``grad_norm``: the global 2-norm of the gradient (0-d array), which is finite
+        exactly when every gradient entry is (short of overflow), for the trainer's guard.
+        """
         arrays = {k: jnp.asarray(v, dtype=self.dtype) for k, v in batch.items()}
         self.k += 1
         d = jnp.asarray(ema_decay(self.decay, self.k), dtype=self.dtype)
-        self.state, loss = self._step(self.state, arrays, d)
+        self.state, loss, self.grad_norm = self._step(self.state, arrays, d)
         return loss
 
     @property
@@ -229,3 +235,51 @@ class Trainer:
 
     def ema_params(self) -> dict[str, np.ndarray]:
         return named_params(eqx.combine(self.state[2], self.static))
+
+    def _adam(self):
+        """Index and state of optax's scale_by_adam in the chain optax.adam builds."""
+        for i, s in enumerate(self.state[1]):
+            if isinstance(s, optax.ScaleByAdamState):
+                return i, s
+        raise TypeError("no ScaleByAdamState in the optimiser state")
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything the next step depends on, as (arrays, JSON-able meta).
+
+        arrays: ``params.N``, ``ema.N``, ``adam.m.N``, ``adam.v.N`` for each parameter name N (the
+        same names as the torch Trainer's); meta: ``k`` (steps taken, drives the EMA warm-up) and
+        ``adam_step`` (optax's bias-correction count).
+        """
+        p, _, ema_p = self.state
+        _, adam = self._adam()
+        out = {}
+        for group, tree in (("params", p), ("ema", ema_p), ("adam.m", adam.mu),
+                            ("adam.v", adam.nu)):
+            out.update({f"{group}.{k}": v for k, v in named_params(tree).items()})
+        return out, {"k": self.k, "adam_step": int(adam.count)}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore ``state_dict()``'s output exactly (ValueError if names or shapes differ)."""
+        p, opt_state, _ = self.state
+        names, leaves, treedef = _flat(p)
+        groups = split_state(arrays)
+        trees = {}
+        for group, given in groups.items():
+            missing, extra = sorted(set(names) - set(given)), sorted(set(given) - set(names))
+            if missing or extra:
+                raise ValueError(f"{group}: parameter names differ: missing {missing[:4]}, "
+                                 f"unexpected {extra[:4]}")
+            for n, leaf in zip(names, leaves):
+                if tuple(np.shape(given[n])) != tuple(leaf.shape):
+                    raise ValueError(f"{group}: parameter {n} has shape "
+                                     f"{tuple(np.shape(given[n]))}, the field wants "
+                                     f"{tuple(leaf.shape)}")
+            trees[group] = jax.tree_util.tree_unflatten(
+                treedef, [jnp.asarray(np.asarray(given[n]), dtype=leaf.dtype)
+                          for n, leaf in zip(names, leaves)])
+        i, adam = self._adam()
+        adam = adam._replace(count=jnp.asarray(int(meta["adam_step"]), dtype=adam.count.dtype),
+                             mu=trees["adam.m"], nu=trees["adam.v"])
+        opt_state = (*opt_state[:i], adam, *opt_state[i + 1:])
+        self.state = (trees["params"], opt_state, trees["ema"])
+        self.k = int(meta["k"])

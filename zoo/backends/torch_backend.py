@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from fields.common import Schedule
-from zoo.backends.common import ema_decay
+from zoo.backends.common import ema_decay, split_state
 
 # torch.func's first jvp/vjp scripts a helper and warns about it; nothing for a user to act on
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
@@ -161,11 +161,18 @@ class Trainer:
         self.k = 0  # steps taken
 
     def step(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
-        """One optimiser step on this batch; returns the loss (a 0-d tensor, before the step)."""
+        """One optimiser step on this batch; returns the loss (a 0-d tensor, before the step).
+
+        Also sets ``grad_norm``: the global 2-norm of the gradient (0-d tensor), which is finite
+        exactly when every gradient entry is (short of overflow), for the trainer's guard.
+        """
         batch = {k: _t(v, self.dtype) for k, v in batch.items()}
         self.opt.zero_grad(set_to_none=True)
         loss = objective(self.field, self.schedule, batch, self.penalty)
         loss.backward()
+        grads = [p.grad for p in self.field.parameters() if p.grad is not None]
+        self.grad_norm = (torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads])) if grads else torch.zeros(()))
         self.opt.step()
         self.k += 1
         d = ema_decay(self.decay, self.k)
@@ -179,3 +186,44 @@ class Trainer:
 
     def ema_params(self) -> dict[str, np.ndarray]:
         return {k: v.numpy().copy() for k, v in self.ema.items()}
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything the next step depends on, as (arrays, JSON-able meta).
+
+        arrays: ``params.N``, ``ema.N``, ``adam.m.N``, ``adam.v.N`` for each parameter name N (the
+        same names as the JAX Trainer's); meta: ``k`` (steps taken, drives the EMA warm-up) and
+        ``adam_steps`` (Adam's bias-correction count per parameter; torch.optim.Adam skips, and
+        so does not count, a step in which a parameter got no gradient).
+        """
+        out, steps = {}, {}
+        for k, p in self.field.named_parameters():
+            st = self.opt.state.get(p, {})
+            out[f"params.{k}"] = p.detach().numpy().copy()
+            out[f"ema.{k}"] = self.ema[k].numpy().copy()
+            zero = np.zeros_like(out[f"params.{k}"])
+            out[f"adam.m.{k}"] = st["exp_avg"].numpy().copy() if st else zero
+            out[f"adam.v.{k}"] = st["exp_avg_sq"].numpy().copy() if st else zero
+            steps[k] = int(st["step"]) if st else 0
+        return out, {"k": self.k, "adam_steps": steps}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore ``state_dict()``'s output exactly (ValueError if names or shapes differ)."""
+        own = dict(self.field.named_parameters())
+        groups = split_state(arrays)
+        for group in groups.values():
+            _check_names(own, group)
+        steps = meta["adam_steps"]
+        with torch.no_grad():
+            for k, p in own.items():
+                p.copy_(_t(groups["params"][k], p.dtype))
+                self.ema[k].copy_(_t(groups["ema"][k], p.dtype))
+                self.opt.state.pop(p, None)
+                if steps[k] > 0:
+                    # what torch.optim.Adam keeps per parameter; "step" is read back as a Python
+                    # number (bias correction), so its float32 holds any count below 2^24 exactly
+                    self.opt.state[p] = {
+                        "step": torch.tensor(float(steps[k]), dtype=torch.float32),
+                        "exp_avg": _t(groups["adam.m"][k], p.dtype).clone(),
+                        "exp_avg_sq": _t(groups["adam.v"][k], p.dtype).clone(),
+                    }
+        self.k = int(meta["k"])
