@@ -78,10 +78,11 @@ def _solver(ev: dict, solver: str) -> dict | None:
 
 def read_run(run_dir: Path) -> Run:
     """A run's JSON as a Run; raises ValueError/KeyError/JSONDecodeError for a corrupt one."""
-    cfg = _read_json(run_dir / "config.json")
-    if cfg is None:
-        raise ValueError("no config.json")
     sw = _read_json(run_dir / "sweep.json") or {}
+    # a run refused before training wrote anything (a field that fails its probe) has only
+    # sweep.json: it still gets its row, as failed
+    cfg = _read_json(run_dir / "config.json") or {k: sw[k] for k in ("data", "arch", "backend",
+                                                                     "seed")}
     r = Run(str(run_dir), cfg["data"], cfg["arch"], cfg["backend"], int(cfg["seed"]),
             status=sw.get("status") or cfg.get("status", "incomplete"), suite=sw.get("suite"),
             commit=sw.get("commit"))
@@ -134,11 +135,12 @@ def collect(runs_root: str | Path) -> tuple[list[Run], list[str]]:
     if not root.is_dir():
         raise ZooError(f"{root}: no such runs directory (run `zoo sweep` first)")
     runs, skipped = [], []
-    for cfg in sorted(root.rglob("config.json")):
+    dirs = sorted({p.parent for name in ("config.json", "sweep.json") for p in root.rglob(name)})
+    for d in dirs:
         try:
-            runs.append(read_run(cfg.parent))
+            runs.append(read_run(d))
         except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError) as e:
-            rel = cfg.parent.relative_to(root)
+            rel = d.relative_to(root)
             skipped.append(f"{rel}: unreadable ({type(e).__name__}: {' '.join(str(e).split())})")
     return runs, skipped
 
