@@ -27,9 +27,10 @@ seeds = 1
 backends = ["torch", "jax"]
 [tiny.train]
 steps = 150
+batch = 128
+[tiny.options.mlp]
 width = 16
 depth = 2
-batch = 128
 [tiny.eval]
 n = 200
 repeats = 2

@@ -1,0 +1,185 @@
+"""Suites as data, and the jobs (runs) they resolve to.
+
+A suite is a dict (``SUITES`` below, or a table of a TOML file given with ``--suite-file``) naming
+the fields (fnmatch patterns over the registry), datasets, seeds, backends and the settings of each
+stage. Every run of a suite gets the same settings, so the leaderboard compares like with like; a
+run lands in ``<root>/<suite>/<data>/<arch>-<backend>-s<seed>/``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.registry import BACKENDS, ZooError
+
+RUNS_ROOT = Path("results/runs")
+
+# Stage settings shared by the built-in suites; a suite overrides what it names.
+_STAGES = {
+    # power t-sampling (more small t, where the score is sharp): on gmm8 it brings free-mlp's
+    # ODE samples from W2 0.37 to 0.27 against a noise floor of 0.24 (1500 steps, width 128)
+    "train": {"steps": 3000, "batch": 512, "lr": 1e-3, "t_sampling": "power"},
+    "nll": {"n": 500},
+    "eval": {"n": 2000, "repeats": 3},
+    "check": {"n_points": 128, "n_loops": 16},
+}
+
+SUITES: dict[str, dict] = {
+    "quick": {
+        "description": "every MLP field, both backends, gmm8 and checkerboard, 1 seed "
+                       "(about 10 minutes on 2 cores)",
+        "fields": ["*-mlp"], "datasets": ["gmm8", "checkerboard"], "seeds": 1,
+        "backends": ["torch", "jax"],
+        "train": {"steps": 1500}, "eval": {"n": 1000}, "nll": {"n": 300},
+        "options": {"mlp": {"width": 128, "depth": 3}},
+    },
+    "standard": {
+        "description": "every MLP field on all 2-D datasets and gmm-d (d = 16), 3 seeds",
+        "fields": ["*-mlp"],
+        "datasets": ["gmm8", "checkerboard", "moons", "swissroll", "rings", "gmm-d"],
+        "seeds": 3, "backends": ["torch", "jax"],
+        "options": {"mlp": {"width": 128, "depth": 3}},
+    },
+}
+
+# "options": field options per backbone ({"mlp": {"width": 128}, "unet": {"channels": 64}}),
+# checked against the registry's option tables; what a suite does not name takes its default
+SUITE_KEYS = {"description", "fields", "datasets", "seeds", "backends", "options", *_STAGES}
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a suite: where it lives and every setting it is made with."""
+
+    suite: str
+    arch: str
+    backend: str
+    data: str
+    seed: int
+    run_dir: str
+    spec: dict  # the stage settings (train, nll, eval, check): recorded in sweep.json
+    # The device the run asked for (cpu | cuda | auto). The executors act on it (a Ray task of a
+    # cuda run reserves a GPU; a cpu run's worker sees no GPU) and the train stage trains torch
+    # fields there. Not in ``spec``: the device changes float rounding, not the algorithm, so a
+    # run made on a CPU is not redone on a GPU machine (and an unfinished one may continue there).
+    device: str = "cpu"
+
+    @property
+    def label(self) -> str:
+        return f"{self.data}/{self.arch}-{self.backend}-s{self.seed}"
+
+
+def load_suites(suite_file: str | Path | None = None) -> dict[str, dict]:
+    """The built-in suites, plus (overriding by name) the tables of a TOML file.
+
+    A TOML suite looks like ``[tiny]`` with ``fields = ["free-mlp"]``, ``datasets = ["gmm8"]``,
+    ``seeds = 1`` and optional sub-tables ``[tiny.train]`` (steps, batch, lr, t_sampling),
+    ``[tiny.options.BACKBONE]`` (field options, e.g. ``[tiny.options.mlp] width = 64``),
+    ``[tiny.eval]`` (n, repeats), ``[tiny.nll]`` (n), ``[tiny.check]`` (n_points, n_loops).
+    """
+    suites = {k: dict(v) for k, v in SUITES.items()}
+    if suite_file is not None:
+        path = Path(suite_file)
+        try:
+            extra = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ZooError(f"suite file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ZooError(f"{path}: not a valid TOML file ({e})") from None
+        for name, spec in extra.items():
+            if not isinstance(spec, dict):
+                raise ZooError(f"{path}: [{name}] must be a table")
+            suites[name] = spec
+    return suites
+
+
+def resolve(name: str, *, suite_file=None, seeds: int | None = None,
+            backends: list[str] | None = None, root: str | Path = RUNS_ROOT,
+            plugins: tuple[str, ...] = (), device: str = "cpu") -> list[Job]:
+    """The jobs of suite ``name`` (seeds/backends override the suite's); ZooError on a bad suite."""
+    import zoo
+
+    if device not in DEVICES:
+        raise ZooError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    for p in plugins:
+        zoo.load_plugin(p)
+    suites = load_suites(suite_file)
+    if name not in suites:
+        raise ZooError(f"unknown suite {name!r}; choose from {', '.join(sorted(suites))}")
+    s = suites[name]
+    bad = sorted(set(s) - SUITE_KEYS)
+    if bad:
+        raise ZooError(f"suite {name!r}: unknown key(s) {', '.join(bad)}")
+    for key in ("fields", "datasets"):
+        if not (isinstance(s.get(key), list) and s[key] and all(isinstance(v, str) for v in s[key])):
+            raise ZooError(f"suite {name!r}: {key} must be a non-empty list of names")
+    n_seeds = s.get("seeds", 1) if seeds is None else seeds
+    if not (isinstance(n_seeds, int) and n_seeds >= 1):
+        raise ZooError(f"suite {name!r}: seeds must be a positive integer, got {n_seeds!r}")
+    bks = list(backends or s.get("backends", list(BACKENDS)))
+    if not bks or any(b not in BACKENDS for b in bks):
+        raise ZooError(f"backends must be among {', '.join(BACKENDS)}, got {bks}")
+    for d in s["datasets"]:
+        try:
+            zoo.get_dataset(d)
+        except ValueError as e:
+            raise ZooError(f"suite {name!r}: {e}") from None
+    spec = {}
+    for stage, defaults in _STAGES.items():
+        given = s.get(stage, {})
+        if not isinstance(given, dict):
+            raise ZooError(f"suite {name!r}: [{stage}] must be a table")
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise ZooError(f"suite {name!r}: unknown {stage} setting(s) {', '.join(unknown)}")
+        spec[stage] = {**defaults, **given}
+        for k, v in spec[stage].items():
+            if k == "t_sampling":
+                if v not in ("uniform", "power"):
+                    raise ZooError(f"suite {name!r}: train.t_sampling must be uniform or power")
+                continue
+            ok = (v > 0 and math.isfinite(v)) if isinstance(v, float) else (
+                isinstance(v, int) and v > 0)
+            if not ok:
+                raise ZooError(f"suite {name!r}: {stage}.{k} must be a positive number, got {v!r}")
+    if spec["eval"]["repeats"] < 2:
+        raise ZooError(f"suite {name!r}: eval.repeats must be >= 2 (a floor needs a spread)")
+    archs = []
+    for pattern in s["fields"]:
+        hits = [n for n in zoo.list_fields(pattern) if any(
+            i.trainable for i in zoo.entries(n) if i.name == n)]
+        if not hits:
+            raise ZooError(f"suite {name!r}: no trainable field matches {pattern!r}")
+        archs += [h for h in hits if h not in archs]
+    options = s.get("options", {})
+    if not (isinstance(options, dict) and all(isinstance(v, dict) for v in options.values())):
+        raise ZooError(f"suite {name!r}: options must be a table of tables, one per backbone")
+    jobs = []
+    for data in s["datasets"]:
+        shape = zoo.get_dataset(data).shape
+        for arch in archs:
+            for backend in bks:
+                if backend not in zoo.registry.backends_of(arch):
+                    continue
+                info = zoo.get_info(arch, backend)
+                if info.data == "image" and len(shape) != 3:
+                    continue  # an image field on points: not a run of this suite
+                given = dict(options.get(info.backbone, {}))
+                if info.options is not None:  # every option checked before anything runs
+                    try:
+                        zoo.registry.resolve_options(info.options, given)
+                    except ZooError as e:
+                        raise ZooError(f"suite {name!r}, {arch}: {e}") from None
+                job_spec = {**spec, "train": {**spec["train"], "options": given}}
+                for seed in range(n_seeds):
+                    run_dir = Path(root) / name / data / f"{arch}-{backend}-s{seed}"
+                    jobs.append(Job(name, arch, backend, data, seed, str(run_dir), job_spec,
+                                    device))
+    if not jobs:
+        raise ZooError(f"suite {name!r} has no runs for backends {bks}")
+    return jobs
