@@ -23,9 +23,34 @@ def entry_id(info) -> str:
     return f"{info.name}-{info.backend}"
 
 
-def build(name: str, backend: str, dim: int = 2, dtype: str = "float64", seed: int = 0):
+IMAGE_SHAPE = (1, 8, 8)  # digits
+
+
+def shape_for(info, dim: int = 2) -> tuple[int, ...]:
+    """The data shape a field is tested on: digits' (1, 8, 8) for image fields, else (dim,)."""
+    return IMAGE_SHAPE if info.data == "image" else (dim,)
+
+
+def data_for(info) -> list[str]:
+    """Datasets a field is trained on in the registry tests."""
+    return ["digits"] if info.data == "image" else ["gmm8", "checkerboard"]
+
+
+def build(name: str, backend: str, dim: int = 2, dtype: str = "float64", seed: int = 0,
+          perturb: bool = True):
+    """A field with its initial weights for ``seed``, by default moved off them by 0.05 N(0, 1)
+    noise (the same numbers in both backends): layers that start at exactly zero by design
+    (adaLN-zero gates, DiT's final layer) would make score and Jacobian checks compare zeros."""
     info = zoo.get_info(name, backend)
-    return zoo.create(name, backend, dim=dim, dtype=dtype, init=seed, **info.small)
+    f = zoo.create(name, backend, shape=shape_for(info, dim), dtype=dtype, init=seed,
+                   **info.small)
+    if not perturb:
+        return f
+    b = backends.get(backend)
+    rng = np.random.default_rng([seed, 7])
+    params = b.named_params(f)
+    return b.load_params(f, {k: params[k] + 0.05 * rng.standard_normal(params[k].shape)
+                             for k in sorted(params)}, dtype)
 
 
 def rel(a, b) -> float:
@@ -40,12 +65,14 @@ def rng():
 
 
 def forward_points(rng, data: str, t: float, n: int):
-    """x_t = alpha_t x_0 + sigma_t eps for x_0 from the dataset: [n, d], and t as [n]."""
+    """x_t = alpha_t x_0 + sigma_t eps for x_0 from the dataset: [n, *shape], and t as [n]."""
     ds = zoo.get_dataset(data)
     s = zoo.make_schedule("ou")
     tt = np.full(n, t)
     x0 = ds.sample(rng, n)
-    return s.alpha(tt)[:, None] * x0 + s.sigma(tt)[:, None] * rng.standard_normal(x0.shape), tt
+    b = (-1,) + (1,) * (x0.ndim - 1)
+    return (s.alpha(tt).reshape(b) * x0 + s.sigma(tt).reshape(b) * rng.standard_normal(x0.shape),
+            tt)
 
 
 B = backends.get

@@ -43,6 +43,19 @@ BAD = [
     ["train"],
     ["nonsense"],
     ["bench", "train", "--backends", "mxnet"],
+    # fields, options and data with a shape
+    ["train", "--arch", "free-unet"],  # an image field on 2-D points
+    ["train", "--arch", "energy-dit", "--data", "gmm-d"],
+    ["train", "--arch", "free-mlp", "--opt", "nope=1"],
+    ["train", "--arch", "free-mlp", "--opt", "width"],
+    ["train", "--arch", "free-mlp", "--opt", "width=-4"],
+    ["train", "--arch", "free-mlp", "--K", "3"],  # only rotational heads take K
+    ["train", "--arch", "free-unet", "--data", "digits", "--opt", "channels=0"],
+    ["train", "--arch", "free-unet", "--data", "digits", "--opt", "mults=1,x"],
+    ["train", "--arch", "free-unet", "--data", "digits", "--opt", "groups=5"],
+    ["train", "--arch", "free-dit", "--data", "digits", "--opt", "patch=3"],
+    ["train", "--arch", "free-dit", "--data", "digits", "--opt", "heads=5"],
+    ["train", "--arch", "free-unet", "--data", "mnist", "--data-root", "/nonexistent/zoo-data"],
 ]
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import B, both_backend_names, build, entry_id, forward_points, rel, trainable_entries
+from conftest import (
+    B,
+    both_backend_names,
+    build,
+    data_for,
+    entry_id,
+    forward_points,
+    rel,
+    shape_for,
+    trainable_entries,
+)
 
 import zoo
 from zoo.train import TrainConfig, draw_batch, fit
@@ -20,11 +30,14 @@ def test_registry_has_the_foundation_fields():
 @pytest.mark.parametrize("info", ENTRIES, ids=entry_id)
 @pytest.mark.parametrize("dim", [2, 5])
 def test_shapes_and_finite(info, dim, rng):
+    if info.data == "image" and dim != 2:
+        pytest.skip("image fields are tested on one image shape")
     f = build(info.name, info.backend, dim=dim, dtype="float32")
-    x = rng.standard_normal((7, dim)).astype(np.float32)
+    shape = shape_for(info, dim)
+    x = rng.standard_normal((7, *shape)).astype(np.float32)
     t = rng.uniform(1e-3, 5.0, 7).astype(np.float32)
     s = B(info.backend).score(f, x, t)
-    assert s.shape == (7, dim) and s.dtype == np.float32
+    assert s.shape == (7, *shape) and s.dtype == np.float32
     assert np.all(np.isfinite(s))
     for name in ("energy", "parts"):
         if hasattr(f, name):
@@ -35,15 +48,17 @@ def test_shapes_and_finite(info, dim, rng):
         assert B(info.backend).energy(f, x, t).shape == (7,)
     if hasattr(f, "parts"):
         parts = B(info.backend).parts(f, x, t)
-        assert all(v.shape == (7, dim) for v in parts.values())
+        assert all(v.shape == (7, *shape) for v in parts.values())
         np.testing.assert_allclose(sum(parts.values()), s, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("info", ENTRIES, ids=entry_id)
 def test_every_parameter_gets_a_gradient(info, rng):
-    f = build(info.name, info.backend)
-    cfg = TrainConfig(arch=info.name, backend=info.backend, batch=32)
-    batch = draw_batch(rng, zoo.get_dataset("gmm8"), cfg)
+    """No parameter is dead (weights perturbed: adaLN-zero gates block gradients at exactly the
+    initial point, not in general)."""
+    f = build(info.name, info.backend)  # perturbed weights (see build)
+    cfg = TrainConfig(arch=info.name, backend=info.backend, batch=32, data=data_for(info)[0])
+    batch = draw_batch(rng, zoo.get_dataset(cfg.data), cfg)
     loss, grads = B(info.backend).loss_and_grads(f, zoo.make_schedule("ou"), batch,
                                                  cfg.penalty_spec())
     assert np.isfinite(loss)
@@ -56,25 +71,34 @@ def test_every_parameter_gets_a_gradient(info, rng):
 
 @pytest.mark.parametrize("name", PAIRS)
 def test_same_seed_same_initial_weights(name):
-    pt = B("torch").named_params(build(name, "torch", seed=3))
-    pj = B("jax").named_params(build(name, "jax", seed=3))
+    pt = B("torch").named_params(build(name, "torch", seed=3, perturb=False))
+    pj = B("jax").named_params(build(name, "jax", seed=3, perturb=False))
     assert pt.keys() == pj.keys()
     for k in pt:
         np.testing.assert_array_equal(pt[k], pj[k])
 
 
+def _shape(name):
+    return shape_for(zoo.get_info(name, "torch"))
+
+
+def _data(name):
+    return data_for(zoo.get_info(name, "torch"))[0]
+
+
 @pytest.mark.parametrize("name", PAIRS)
 def test_parity_scores_float64(name, rng):
-    x = rng.standard_normal((16, 2))
+    x = rng.standard_normal((16, *_shape(name)))
     t = rng.uniform(1e-3, 5.0, 16)
     st = B("torch").score(build(name, "torch"), x, t)
     sj = B("jax").score(build(name, "jax"), x, t)
     assert rel(st, sj) < 1e-10
 
 
-@pytest.mark.parametrize("name", PAIRS)
+@pytest.mark.parametrize("name", [n for n in PAIRS if zoo.get_info(n, "torch").data == "any"])
 def test_parity_scores_float32(name, rng):
-    x = rng.standard_normal((16, 2)).astype(np.float32)
+    """(On points; image backbones are checked in float64, where a difference means a bug.)"""
+    x = rng.standard_normal((16, *_shape(name))).astype(np.float32)
     t = rng.uniform(1e-2, 5.0, 16).astype(np.float32)
     st = B("torch").score(build(name, "torch", dtype="float32"), x, t)
     sj = B("jax").score(build(name, "jax", dtype="float32"), x, t)
@@ -83,8 +107,8 @@ def test_parity_scores_float32(name, rng):
 
 @pytest.mark.parametrize("name", PAIRS)
 def test_parity_loss_and_gradients_float64(name, rng):
-    cfg = TrainConfig(arch=name, batch=64)
-    batch = draw_batch(rng, zoo.get_dataset("gmm8"), cfg)
+    cfg = TrainConfig(arch=name, batch=64, data=_data(name))
+    batch = draw_batch(rng, zoo.get_dataset(cfg.data), cfg)
     sched, pen = zoo.make_schedule("ou"), cfg.penalty_spec()
     lt, gt = B("torch").loss_and_grads(build(name, "torch"), sched, batch, pen)
     lj, gj = B("jax").loss_and_grads(build(name, "jax"), sched, batch, pen)
@@ -97,12 +121,14 @@ def test_parity_loss_and_gradients_float64(name, rng):
 def test_parity_after_200_training_steps_float64(name):
     info = zoo.get_info(name, "torch")
     runs = {}
+    batch = 64 if info.data == "any" else 8  # image fields: 200 steps of small batches
     for backend in ("torch", "jax"):
-        cfg = TrainConfig(arch=name, backend=backend, steps=200, batch=64, seed=7,
-                          dtype="float64", log_every=200, options=dict(info.small))
+        cfg = TrainConfig(arch=name, backend=backend, steps=200, batch=batch, seed=7,
+                          dtype="float64", log_every=200, options=dict(info.small),
+                          data=_data(name))
         runs[backend] = fit(cfg)
     pt, pj = runs["torch"].params(), runs["jax"].params()
-    start = B("torch").named_params(build(name, "torch", seed=0))
+    start = B("torch").named_params(build(name, "torch", seed=0, perturb=False))
     moved = max(rel(pt[k], start[k]) for k in pt)
     assert moved > 1e-3  # the weights did train
     for k in pt:
@@ -112,21 +138,34 @@ def test_parity_after_200_training_steps_float64(name):
         assert rel(et[k], ej[k]) < 1e-8, k
 
 
-TRAIN_DATA = ["gmm8", "checkerboard"]
+# Every head learns on the MLP (points); every other backbone learns under the free head (the
+# heads' code is shared across backbones, and image training is what costs CPU time here).
+TRAIN_CASES = [(info, data) for info in ENTRIES for data in data_for(info)
+               if info.backbone in ("mlp", "custom") or info.head == "free"]
 
 
-@pytest.mark.parametrize("info", ENTRIES, ids=entry_id)
-@pytest.mark.parametrize("data", TRAIN_DATA)
+@pytest.mark.parametrize(("info", "data"), TRAIN_CASES,
+                         ids=[f"{entry_id(i)}-{d}" for i, d in TRAIN_CASES])
 def test_trains_with_falling_loss(info, data):
-    """300 steps of the standard protocol (small variant) bring the loss well down.
-
-    (energysq starts lowest: with f = 0 its score is -x / sigma_t, already right at large t.)"""
-    cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, steps=300, batch=128,
-                      log_every=50, options=dict(info.small))
+    """300 steps of the standard protocol (small variant) bring the loss well down, measured on
+    one fixed batch of 2048 before and after (a single step's loss is too noisy to compare:
+    quadratic-energy heads start near the data's irreducible loss, since f = 0 already gives
+    the right score at large t)."""
+    image = info.data == "image"
+    cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, steps=300,
+                      batch=64 if image else 128, log_every=50, options=dict(info.small))
     losses = []
     trainer = fit(cfg, on_log=lambda step, loss, rate: losses.append(loss))
     assert np.all(np.isfinite(losses))
-    assert np.mean(losses[-2:]) < 0.75 * trainer.first_loss, (trainer.first_loss, losses)
+    fixed = draw_batch(np.random.default_rng(99), zoo.get_dataset(data),
+                       TrainConfig(arch=info.name, backend=info.backend,
+                                   batch=512 if image else 2048))
+    b, sched, pen = B(info.backend), zoo.make_schedule("ou"), cfg.penalty_spec()
+    start = zoo.create(info.name, info.backend, shape=zoo.get_dataset(data).shape,
+                       init=np.random.default_rng(cfg.seed), **info.small)
+    before = b.loss_and_grads(start, sched, fixed, pen)[0]
+    after = b.loss_and_grads(trainer.field, sched, fixed, pen)[0]
+    assert after < 0.8 * before, (before, after, losses)
     field = trainer.field
     if hasattr(field, "parts"):  # a rotational head is used, not collapsed to exactly zero
         for t in (0.1, 1.0):

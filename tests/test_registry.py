@@ -24,7 +24,7 @@ def test_register_create_and_list(scratch):
         from fields.torch.heads import FreeField
         from fields.torch.mlp import MLP
 
-        return FreeField(MLP(dim, dim, width, 1), schedule)
+        return FreeField(MLP((dim,), 1, width=width, depth=1), schedule)
 
     assert "scratch-field" in zoo.list_fields("scratch-*")
     assert zoo.list_fields("scratch-*", backend="jax") == []
@@ -66,3 +66,30 @@ def test_readme_example_registers_a_working_field(scratch):
     f = zoo.create("tanh-mlp", "torch", dim=2)
     s = backends.get("torch").score(f, np.zeros((3, 2), np.float32), np.ones(3, np.float32))
     assert s.shape == (3, 2) and np.all(np.isfinite(s))
+
+
+def test_readme_lists_every_head_and_backbone():
+    """The README's tables are written from zoo/builtin.py's: a new row there must reach them."""
+    from pathlib import Path
+
+    from zoo.builtin import BACKBONES, HEADS
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    for name in HEADS:
+        assert f"\n| `{name}` |" in text, name
+    for name, bb in BACKBONES.items():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert row, name
+        for opt in bb.options:
+            assert f"{opt}=" in row, (name, opt)
+
+
+def test_every_head_on_every_backbone_in_both_backends():
+    from zoo.builtin import BACKBONES, HEADS
+
+    for head in HEADS:
+        for bb in BACKBONES:
+            assert zoo.registry.backends_of(f"{head}-{bb}") == ["torch", "jax"]
+            info = zoo.get_info(f"{head}-{bb}", "jax")
+            assert info.head == head and info.backbone == bb
+            assert set(info.options) >= set(BACKBONES[bb].options)

@@ -28,6 +28,7 @@ def create(
     backend: str = "torch",
     *,
     dim: int | None = None,
+    shape: tuple[int, ...] | None = None,
     schedule: str | Schedule = "ou",
     init: int | np.random.Generator = 0,
     dtype: str = "float32",
@@ -35,26 +36,34 @@ def create(
 ):
     """Build field ``name`` for ``backend`` with backend-neutral initial weights.
 
-    dim: data dimension (taken from ``data=`` when a field needs a dataset and dim is None).
+    shape: one sample's shape, e.g. (2,) or (1, 8, 8); dim=d is short for shape=(d,). Taken from
+    ``data=`` when a field needs a dataset and neither is given.
     init: a seed or numpy generator for the initial weights; the same value gives the same
     weights in both backends. dtype: "float32" or "float64". ``options`` go to the factory.
     """
     info = get_info(name, backend)
     if dtype not in ("float32", "float64"):
         raise ZooError(f"dtype must be float32 or float64, got {dtype!r}")
-    if dim is None and "data" in options:
+    if shape is None and dim is None and "data" in options:
         try:
-            dim = get_dataset(options["data"]).dim
+            shape = get_dataset(options["data"]).shape
         except ValueError as e:
             raise ZooError(str(e)) from None
-    if dim is None or int(dim) <= 0:
-        raise ZooError(f"create({name!r}) needs a positive dim=")
+    if shape is None and dim is not None:
+        shape = (dim,)
+    if shape is None or not all(isinstance(s, int | np.integer) and s > 0 for s in shape) \
+            or not shape:
+        raise ZooError(f"create({name!r}) needs a positive dim= or shape=, got {shape!r}")
+    shape = tuple(int(s) for s in shape)
     sched = make_schedule(schedule)
+    # a factory takes the data's shape, or (plugins written for points) its flat dimension
+    first = ({"shape": shape} if "shape" in inspect.signature(info.factory).parameters
+             else {"dim": int(np.prod(shape))})
     try:
-        inspect.signature(info.factory).bind(dim=dim, schedule=sched, **options)
+        inspect.signature(info.factory).bind(**first, schedule=sched, **options)
     except TypeError as e:
         raise ZooError(f"field {name!r}: {e}") from None
-    field = info.factory(dim=int(dim), schedule=sched, **options)
+    field = info.factory(**first, schedule=sched, **options)
     b = backends.get(backend)
     current = b.named_params(field)
     if current:
@@ -75,7 +84,8 @@ def load(run_dir: str | Path, backend: str | None = None, *, ema: bool = True,
     for p in cfg.get("plugins", []):
         load_plugin(p)
     backend = backend or cfg["backend"]
-    field = create(cfg["arch"], backend, dim=cfg["dim"], schedule=make_schedule(
+    field = create(cfg["arch"], backend, shape=tuple(cfg.get("shape") or [cfg["dim"]]),
+                   schedule=make_schedule(
         cfg["schedule"], cfg["t_min"], cfg["T"]), dtype=dtype or cfg["dtype"],
         **cfg["options"])
     which = "ema" if ema else "weights"

@@ -20,7 +20,8 @@ def _sync(x) -> None:
 
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
                 rounds: int) -> list[dict]:
-    """Time training steps of every trainable field matching ``pattern``; prints a table."""
+    """Time training steps of every trainable field matching ``pattern``; prints a table with each
+    field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -32,7 +33,8 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             trainer, ds, rng = make_trainer(cfg)
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
             _sync(trainer.step(batches[0]))  # compile / warm up
-            cases.append({"name": info.name, "backend": info.backend, "trainer": trainer,
+            cases.append({"name": info.name, "backend": info.backend, "backbone": info.backbone,
+                          "trainer": trainer,
                           "batches": batches, "times": []})
     if not cases:
         console.print(f"no trainable field matches {pattern!r}")
@@ -46,14 +48,16 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                     loss = c["trainer"].step(b)
                 _sync(loss)
                 c["times"].append((time.perf_counter() - t0) / steps)
-    ref = {c["backend"]: statistics.median(c["times"]) for c in cases if c["name"] == "free-mlp"}
-    table = Table("field", "backend", "ms/step (median)", "spread (IQR)", "ratio to free-mlp",
+    ref = {(c["backbone"], c["backend"]): statistics.median(c["times"]) for c in cases
+           if c["name"] == f"free-{c['backbone']}"}
+    table = Table("field", "backend", "ms/step (median)", "spread (IQR)", "ratio to free",
                   title=f"training step, batch {batch}, {data}, {rounds} rounds x {steps} steps")
     out = []
     for c in cases:
         med = statistics.median(c["times"])
         q = statistics.quantiles(c["times"], n=4) if len(c["times"]) > 1 else [med, med, med]
-        ratio = med / ref[c["backend"]] if c["backend"] in ref else float("nan")
+        key = (c["backbone"], c["backend"])
+        ratio = med / ref[key] if key in ref else float("nan")
         table.add_row(c["name"], c["backend"], f"{1e3 * med:.2f}", f"{1e3 * (q[2] - q[0]):.2f}",
                       f"{ratio:.2f}")
         out.append({"field": c["name"], "backend": c["backend"], "ms_per_step": 1e3 * med,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import click
 
+from zoo.data import DATA_ROOT_ENV
 from zoo.registry import BACKENDS, ZooError
 
 
@@ -33,6 +35,53 @@ class Finite(click.ParamType):
 
 
 POSITIVE_INT = click.IntRange(min=1)
+
+
+def parse_options(items) -> dict:
+    """``("channels=64", "mults=1,2,2", "patch=auto")`` -> {"channels": 64, "mults": [1, 2, 2],
+    "patch": None}: integers, numbers, true/false, comma lists of numbers, none/auto, or text."""
+
+    def value(text: str):
+        low = text.strip().lower()
+        if low in ("none", "auto", ""):
+            return None
+        if low in ("true", "false"):
+            return low == "true"
+        for cast in (int, float):
+            try:
+                return cast(text)
+            except ValueError:
+                pass
+        if "," in text:
+            return [value(v) for v in text.split(",") if v.strip()]
+        return text.strip()
+
+    out = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ZooError(f"--opt takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value(text)
+    return out
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _options_help() -> str:
+    """The backbones table, as `zoo train --help` shows it."""
+    from zoo.builtin import BACKBONES, K_OPTION
+
+    lines = ["\b", "Field options (--opt KEY=VALUE), by backbone:"]
+    for name, bb in BACKBONES.items():
+        opts = ", ".join(f"{k}={'auto' if o.default is None else o.default}"
+                         for k, o in bb.options.items())
+        lines.append(f"  {name:<5} ({'images' if bb.data == 'image' else 'any data'}): {opts}")
+    lines.append(f"  helmholtz-*, stein-*: K={K_OPTION.default} ({K_OPTION.help})")
+    return "\n".join(lines)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,27 +108,30 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
         infos = [zoo.get_info(name, b) for b in zoo.registry.backends_of(name)]
         i = infos[0]
         rows.append({"name": name, "backends": [x.backend for x in infos], "head": i.head,
-                     "backbone": i.backbone, "conservative": i.conservative,
-                     "trainable": i.trainable, "description": i.description})
+                     "backbone": i.backbone, "data": i.data, "conservative": i.conservative,
+                     "trainable": i.trainable, "description": i.description,
+                     "options": {k: o.default for k, o in (i.options or {}).items()}})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "backends", "head", "backbone", "conservative",
+    table = Table("name", "backends", "data", "conservative", "options (--opt KEY=VALUE)",
                   "description")
     for r in rows:
-        table.add_row(r["name"], ",".join(r["backends"]), r["head"], r["backbone"],
-                      "yes" if r["conservative"] else "no", r["description"])
+        opts = " ".join(f"{k}={'auto' if v is None else v}" for k, v in r["options"].items())
+        table.add_row(r["name"], ",".join(r["backends"]), r["data"],
+                      "yes" if r["conservative"] else "no", opts, r["description"])
     Console().print(table)
 
 
-@cli.command()
+@cli.command(epilog=_options_help())
 @click.option("--arch", required=True, help="Registered field name (see `zoo list`).")
 @click.option("--backend", default="torch", show_default=True, type=click.Choice(BACKENDS))
 @click.option("--data", default="gmm8", show_default=True,
-              help="gmm8, checkerboard, moons, swissroll, rings, gmm-d (16-D) or gmm-dN.")
+              help="gmm8, checkerboard, moons, swissroll, rings, gmm-d (16-D) or gmm-dN; images: "
+              "digits (8x8, scikit-learn), mnist (28x28, local files).")
 @click.option("--steps", default=2000, show_default=True, type=POSITIVE_INT)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seeds initial weights, batches, times and noise (one numpy generator).")
@@ -99,12 +151,22 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
               help="uniform: t ~ U[t_min, T]; power: t = (a + u (b - a))^rho, a = t_min^(1/rho), "
               "b = T^(1/rho): more small t (on gmm8 it cuts the score error at t = 0.01 fourfold).")
 @click.option("--t-rho", default=2.0, show_default=True, type=Finite(positive=True))
-@click.option("--width", default=256, show_default=True, type=POSITIVE_INT)
-@click.option("--depth", default=3, show_default=True, type=POSITIVE_INT)
-@click.option("--act", default="silu", show_default=True,
-              type=click.Choice(["silu", "gelu", "tanh", "softplus"]))
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A field option (repeatable), e.g. --opt channels=64 --opt mults=1,2,2; the "
+              "options of each backbone are listed below and by `zoo list`.")
+@click.option("--width", type=POSITIVE_INT, help="Same as --opt width=N (mlp) [default: 256].")
+@click.option("--depth", type=POSITIVE_INT, help="Same as --opt depth=N [default: 3 (mlp), 4 (dit)].")
+@click.option("--act", type=click.Choice(["silu", "gelu", "tanh", "softplus"]),
+              help="Same as --opt act=NAME (mlp) [default: silu].")
 @click.option("--K", "K", type=POSITIVE_INT,
-              help="Rotational heads (helmholtz, stein): number of generators A_k [default: 2].")
+              help="Same as --opt K=N: rotational heads (helmholtz, stein), number of antisymmetric "
+              "operators A_k [default: 2].")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Torch fields: auto = CUDA when present. JAX uses its default device.")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Folder of local dataset files (mnist: DIR/MNIST/raw) [default: $ZOO_DATA_ROOT "
+              "or ./data]. Nothing is ever downloaded.")
 @click.option("--qc-lambda", type=Finite(),
               help="qc fields: weight of the sigma^2 (tr JJ^T - tr J^2) penalty [default: 1.0].")
 @click.option("--qc-probes", type=POSITIVE_INT,
@@ -122,9 +184,8 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
 @click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, t_min,
-          t_sampling, t_rho, width,
-          depth, act, K, qc_lambda, qc_probes, log_every, checkpoint_every, out, resume, force,
-          plugin, quiet) -> None:
+          t_sampling, t_rho, opts, width, depth, act, K, device, data_root, qc_lambda, qc_probes,
+          log_every, checkpoint_every, out, resume, force, plugin, quiet) -> None:
     """Train field ARCH by denoising score matching; prints the run directory last.
 
     Every field is trained the same way: Adam, EMA of weights, t ~ U[t_min, T], and one numpy
@@ -141,20 +202,26 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
 
     for p in plugin:
         zoo.load_plugin(p)
+    if data_root:
+        os.environ[DATA_ROOT_ENV] = str(Path(data_root).resolve())
     info = zoo.get_info(arch, backend)
-    options = {}
-    if info.backbone == "mlp":
-        options = {"width": width, "depth": depth, "act": act}
-    if K is not None:
-        if "K" not in inspect.signature(info.factory).parameters:
-            raise ZooError(f"field {arch!r} takes no --K (only rotational heads do)")
-        options["K"] = K
+    options = parse_options(opts)
+    for key, v in (("width", width), ("depth", depth), ("act", act), ("K", K)):
+        if v is not None:
+            options[key] = v
+    takes = info.options if info.options is not None else inspect.signature(info.factory).parameters
+    for key in options:
+        if key not in takes:
+            raise ZooError(f"field {arch!r} takes no option {key!r}; it takes "
+                           f"{', '.join(k for k in takes if k not in ('dim', 'shape', 'schedule'))}")
+    if device == "auto":
+        device = "cuda" if backend == "torch" and _cuda() else "cpu"
     penalty = {k: v for k, v in (("lambda", qc_lambda), ("probes", qc_probes)) if v is not None}
     cfg = TrainConfig(arch=arch, backend=backend, data=data, steps=steps, seed=seed, batch=batch,
                       lr=lr, ema=ema, dtype=dtype, schedule=schedule, t_min=t_min, T=T,
                       t_sampling=t_sampling, t_rho=t_rho,
                       log_every=log_every, checkpoint_every=checkpoint_every, options=options,
-                      penalty=penalty,
+                      penalty=penalty, device=device,
                       plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin])
     cfg.validate()
     if resume and force:
@@ -336,27 +403,49 @@ def eval_cmd(run, n, seed, solver_list, repeats, as_json) -> None:
               "(all 2-D datasets + gmm-d, 3 seeds), or a suite of --suite-file.")
 @click.option("--suite-file", type=click.Path(dir_okay=False),
               help="TOML file of extra suites ([NAME] tables: fields, datasets, seeds, backends, "
-              "[NAME.train] steps/batch/lr/width/depth/t_sampling, [NAME.eval] n/repeats, [NAME.nll] n, "
+              "[NAME.train] steps/batch/lr/t_sampling, [NAME.options.BACKBONE] field options (e.g. "
+              "[NAME.options.unet] channels = 64), [NAME.eval] n/repeats, [NAME.nll] n, "
               "[NAME.check] n_points/n_loops).")
 @click.option("--seeds", type=POSITIVE_INT, help="Seeds 0..N-1 [default: the suite's].")
 @click.option("--backends", "backend_list", help="Comma-separated [default: the suite's].")
-@click.option("--jobs", type=POSITIVE_INT, help="Worker processes [default: one per core].")
+@click.option("--jobs", type=POSITIVE_INT,
+              help="local: worker processes [default: one per core]; ray: most runs in flight "
+              "[default: as many as the cluster holds].")
 @click.option("--runs", "runs_root", default="results/runs", show_default=True,
-              type=click.Path(file_okay=False), help="Runs land in RUNS/SUITE/DATA/ARCH-BACKEND-sSEED.")
+              type=click.Path(file_okay=False), help="Runs land in RUNS/SUITE/DATA/ARCH-BACKEND-sSEED "
+              "(with ray on a cluster: a path every node sees).")
 @click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a process pool on this machine; ray: one Ray task per run.")
+@click.option("--address", help="ray: join the cluster at auto, HOST:PORT or ray://HOST:PORT "
+              "[default: $RAY_ADDRESS if set, else start a local Ray].")
+@click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True),
+              help="CPUs (threads) per run [default: ray 1; local the cores shared out among "
+              "the jobs].")
+@click.option("--gpus-per-run", type=click.FloatRange(min=0),
+              help="ray: GPUs per run; the run sees only those [default: 1 with --device cuda, "
+              "and with --device auto on a cluster that has GPUs; else 0].")
+@click.option("--retries", type=click.IntRange(min=0),
+              help="ray: tries more for a run whose worker dies [default: 2].")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+              show_default=True, help="Where every run computes; cpu runs see no GPU.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plugin, quiet) -> None:
+def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plugin, engine,
+              address, cpus_per_run, gpus_per_run, retries, device, quiet) -> None:
     """Train, sample (ODE and SDE), evaluate and check every run of a suite, in parallel.
 
     Runs already complete with the same settings are skipped, so a stopped sweep is started again
     with the same command. A run that fails is recorded with its reason (sweep.json) and the sweep
-    goes on. Then `zoo leaderboard --suite SUITE` publishes the table.
+    goes on. With --engine ray every run is a Ray task, retried (from its last checkpoint) when
+    its worker dies. Then `zoo leaderboard --suite SUITE` publishes the table.
     """
     from zoo.sweep import sweep
 
     bks = _backends(backend_list) if backend_list else None
     res = sweep(suite_name, suite_file=suite_file, seeds=seeds, backends=bks, jobs=jobs,
-                root=runs_root, plugins=plugin, show_progress=not quiet)
+                root=runs_root, plugins=plugin, show_progress=not quiet, engine=engine,
+                address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                retries=retries, device=device)
     counts = {s: sum(r["status"] == s for r in res) for s in ("complete", "skipped", "failed",
                                                              "busy")}
     click.echo(f"sweep {suite_name}: {counts['complete']} run(s) done, {counts['skipped']} "

@@ -1,14 +1,19 @@
-"""Analytic datasets, deterministic from a numpy generator.
+"""Datasets, deterministic from a numpy generator: analytic point clouds and image sets.
 
-Each dataset draws samples with ``sample(rng, n) -> [n, dim]`` float64 and, where rho_t has a
-closed form under the forward process, describes it with ``exact`` (a Gaussian mixture or a
-mixture of uniform boxes) so the field ``exact`` can be built in either backend.
+Each dataset has a ``shape`` ((2,), (16,), (1, 8, 8), (1, 28, 28)) and draws samples with
+``sample(rng, n) -> [n, *shape]`` float64. Where rho_t has a closed form under the forward process,
+``exact`` describes it (a Gaussian mixture or a mixture of uniform boxes) so the field ``exact``
+can be built in either backend. Image sets (``digits``, ``mnist``) are finite: training draws from
+their train split, ``sample_heldout`` from their test split, and their labels are kept.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -42,20 +47,55 @@ class BoxMixture:
 
 
 @dataclass(frozen=True)
+class ImageSet:
+    """Images in [-1, 1] with labels, split once into train and test: [N, C, H, W] float64."""
+
+    train: np.ndarray
+    train_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+
+    def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> np.ndarray:
+        """n images drawn uniformly with replacement from one split."""
+        pool = self.train if split == "train" else self.test
+        return pool[rng.integers(0, len(pool), size=n)]
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """A named data distribution: ``dim``, a sampler and, when known, its closed form."""
+    """A named data distribution: ``dim``, a sampler and, when known, its closed form.
+
+    ``shape`` is one sample's shape (``(dim,)`` when not given); ``dim`` = prod(shape).
+    """
 
     name: str
     dim: int
     description: str
     exact: GaussianMixture | BoxMixture | None = None
     sampler: object = field(default=None, repr=False)
+    shape: tuple[int, ...] | None = None
+    images: ImageSet | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.shape is None:
+            object.__setattr__(self, "shape", (self.dim,))
+        if int(np.prod(self.shape)) != self.dim:
+            raise ValueError(f"dataset {self.name}: shape {self.shape} does not hold {self.dim} numbers")
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """n samples, [n, dim] float64, drawn from ``rng``."""
+        """n samples, [n, *shape] float64, drawn from ``rng`` (an image set's train split)."""
+        if self.images is not None:
+            return self.images.sample(rng, n)
         if self.exact is not None:
             return self.exact.sample(rng, n)
         return self.sampler(rng, n)
+
+    def sample_heldout(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n samples no training run has seen: an image set's test split; for an analytic
+        distribution, fresh draws (which training never sees either)."""
+        if self.images is not None:
+            return self.images.sample(rng, n, split="test")
+        return self.sample(rng, n)
 
 
 def _gmm8() -> Dataset:
@@ -103,12 +143,59 @@ def _gmm_d(d: int, k: int = 8) -> Dataset:
                    f"{k} Gaussians (std 0.5) in {d} dimensions, unequal weights", exact=mix)
 
 
+DIGITS_TEST = 300  # of scikit-learn's 1797 digits, a fixed stratified split: 1497 train, 300 test
+
+
+@functools.cache
+def _digits() -> Dataset:
+    """scikit-learn's 8x8 digits (shipped with the package, nothing downloaded), 0..16 -> [-1, 1]."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images.astype(np.float64) / 8.0 - 1.0)[:, None]  # [1797, 1, 8, 8]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=DIGITS_TEST, stratify=d.target,
+                                          random_state=0)
+    return Dataset("digits", 64, f"scikit-learn's 8x8 digits in [-1, 1] ({len(xtr)} train, "
+                   f"{len(xte)} test images)", shape=(1, 8, 8),
+                   images=ImageSet(xtr, ytr, xte, yte))
+
+
+DATA_ROOT_ENV = "ZOO_DATA_ROOT"
+
+
+def data_root() -> Path:
+    """Where datasets read from local files live: $ZOO_DATA_ROOT, else ./data."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or "data")
+
+
+@functools.cache
+def _mnist_from(root: str) -> Dataset:
+    from torchvision.datasets import MNIST
+
+    try:  # torchvision reads ROOT/MNIST/raw/*-ubyte; it never downloads unless asked to
+        sets = [MNIST(root, train=tr, download=False) for tr in (True, False)]
+    except RuntimeError:
+        raise ValueError(
+            f"mnist: no MNIST files under {Path(root) / 'MNIST' / 'raw'}; point {DATA_ROOT_ENV} "
+            "(or --data-root) at a folder that has them, or fetch them once yourself with "
+            "python -c \"import torchvision; torchvision.datasets.MNIST('DIR', download=True)\""
+        ) from None
+    (xtr, ytr), (xte, yte) = (((s.data.numpy().astype(np.float64) / 127.5 - 1.0)[:, None],
+                               s.targets.numpy()) for s in sets)
+    return Dataset("mnist", 784, f"MNIST 28x28 in [-1, 1] from {root} ({len(xtr)} train, "
+                   f"{len(xte)} test images)", shape=(1, 28, 28),
+                   images=ImageSet(xtr, ytr, xte, yte))
+
+
 _FIXED = {
     "gmm8": _gmm8,
     "checkerboard": _checkerboard,
     "moons": lambda: Dataset("moons", 2, "two interleaved half circles", sampler=_moons),
     "swissroll": lambda: Dataset("swissroll", 2, "a 2-D swiss roll", sampler=_swissroll),
     "rings": lambda: Dataset("rings", 2, "three concentric rings", sampler=_rings),
+    "digits": _digits,
+    "mnist": lambda: _mnist_from(str(data_root().resolve())),
 }
 _GMM_D = re.compile(r"gmm-d(\d*)$")
 

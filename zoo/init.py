@@ -5,6 +5,9 @@ Rules (by parameter name and shape, drawn in sorted-name order from one numpy ge
   (PyTorch's nn.Linear default);
 - ``P.bias`` beside a matrix ``P.weight``: U(-b, b) with that weight's fan_in (also nn.Linear's);
 - ``P.weight`` of ndim 1 (a norm's scale): ones; its ``P.bias``: zeros;
+- any parameter under a module whose name ends in ``_zero`` (``blocks.0.adaLN_zero.weight``,
+  ``final_zero.bias``): zeros, for layers a paper initialises at zero (adaLN-zero, Peebles & Xie
+  2023); checked first;
 - anything else keeps the value its factory gave it, which must be deterministic.
 """
 
@@ -20,7 +23,9 @@ def init_params(current: dict[str, np.ndarray], rng: np.random.Generator) -> dic
         shape = current[name].shape
         stem, _, leaf = name.rpartition(".")
         partner = current.get(f"{stem}.weight" if stem else "weight")
-        if len(shape) >= 2:
+        if any(part.endswith("_zero") for part in stem.split(".")):
+            out[name] = np.zeros(shape)
+        elif len(shape) >= 2:
             b = 1 / np.sqrt(np.prod(shape[1:]))
             out[name] = rng.uniform(-b, b, size=shape)
         elif leaf == "bias" and partner is not None and partner.ndim >= 2:

@@ -178,6 +178,11 @@ def _kind(arch: str, backend: str) -> str:
     return "two-part" if info.head in ("helmholtz", "stein") else "free"
 
 
+def _backbone(arch: str) -> str:
+    """The backbone a field name ends with (``energysq-unet`` -> ``unet``)."""
+    return arch.rpartition("-")[2]
+
+
 def aggregate(runs: list[Run]) -> dict[str, list[Row]]:
     """{dataset: rows}, one row per (field, backend), complete runs averaged over seeds."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
@@ -194,11 +199,13 @@ def aggregate(runs: list[Run]) -> dict[str, list[Row]]:
         failed = sorted((r.seed, r.status, r.reason) for r in rs if r.status != "complete")
         out[data].append(Row(data, arch, backend, _kind(arch, backend), len(ok), len(rs),
                              stats, failed))
-    for rows in out.values():  # training cost relative to free-mlp in the same backend
-        free = {r.backend: r.stats.get("ms_step") for r in rows if r.arch == "free-mlp"}
+    for rows in out.values():  # training cost relative to free on the same backbone and backend
+        free = {(_backbone(r.arch), r.backend): r.stats.get("ms_step") for r in rows
+                if r.arch == f"free-{_backbone(r.arch)}"}
         for r in rows:
-            if "ms_step" in r.stats and free.get(r.backend):
-                r.stats["ratio_free"] = (r.stats["ms_step"][0] / free[r.backend][0], 0.0)
+            ref = free.get((_backbone(r.arch), r.backend))
+            if "ms_step" in r.stats and ref:
+                r.stats["ratio_free"] = (r.stats["ms_step"][0] / ref[0], 0.0)
     return dict(out)
 
 
@@ -421,26 +428,38 @@ def make_figures(tables: dict[str, list[Row]], runs: list[Run], fig_dir: Path) -
             fig, axes = plt.subplots(len(bks), len(arches) + 1,
                                      figsize=(2.4 * (len(arches) + 1), 2.4 * len(bks)),
                                      squeeze=False)
-            ref = get_dataset(data).sample(np.random.default_rng([2, 0]), 2000)
-            lim = np.percentile(np.abs(ref[:, :2]), 99.5) * 1.3
+            ds = get_dataset(data)
+            image = len(ds.shape) == 3
+            ref = ds.sample(np.random.default_rng([2, 0]), 64 if image else 2000)
+            flat = ref.reshape(len(ref), -1)
+            lim = np.percentile(np.abs(flat[:, :2]), 99.5) * 1.3
             for i, b in enumerate(bks):
                 panels = [("data", ref)]
                 for a in arches:
                     x = None
                     if (a, b) in have:
                         with np.load(have[(a, b)], allow_pickle=False) as z:
-                            x = z["samples"].reshape(len(z["samples"]), -1)
+                            x = z["samples"]
                     panels.append((f"{a} [{b}]", x))
                 for ax, (title, pts) in zip(axes[i], panels):
-                    if pts is not None:
-                        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4, lw=0)
                     ax.set_title(title, fontsize=7)
-                    ax.set_xlim(-lim, lim)
-                    ax.set_ylim(-lim, lim)
                     ax.set_xticks([])
                     ax.set_yticks([])
+                    if pts is None:
+                        continue
+                    if image:  # an 8 x 8 grid of images
+                        from zoo.sampling import tile
+
+                        ax.imshow(tile(pts.reshape(len(pts), *ds.shape), 8), cmap="gray",
+                                  vmin=-1, vmax=1, interpolation="nearest")
+                        continue
+                    pts = pts.reshape(len(pts), -1)
+                    ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4, lw=0)
+                    ax.set_xlim(-lim, lim)
+                    ax.set_ylim(-lim, lim)
                     ax.set_aspect("equal")
-            fig.suptitle(f"{data}: probability-flow ODE samples (first two coordinates)")
+            fig.suptitle(f"{data}: probability-flow ODE samples"
+                         + ("" if image else " (first two coordinates)"))
             _save(fig, path)
         if path.is_file():
             made.append(path)

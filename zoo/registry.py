@@ -29,6 +29,35 @@ class ZooError(ValueError):
 
 
 @dataclass(frozen=True)
+class Option:
+    """One factory option: its default, a check (value -> normalised value, or ValueError) and help."""
+
+    default: object
+    check: Callable[[object], object]
+    help: str
+
+
+def resolve_options(specs: dict[str, Option], given: dict) -> dict:
+    """Every option of ``specs`` with defaults filled in and each value checked (tuples become
+    lists, as JSON keeps them). ZooError (one line) naming the option for an unknown name or a
+    bad value. What this returns is what config.json records, so a run names every setting."""
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        raise ZooError(f"unknown option(s) {', '.join(unknown)} for this field; it takes "
+                       f"{', '.join(sorted(specs)) or 'none'}")
+    out = {}
+    for name, spec in specs.items():
+        v = given.get(name, spec.default)
+        if isinstance(v, tuple):
+            v = list(v)
+        try:
+            out[name] = spec.check(v)
+        except ValueError as e:
+            raise ZooError(f"option {name} {e}") from None
+    return out
+
+
+@dataclass(frozen=True)
 class FieldInfo:
     """What the registry knows of one (name, backend) entry."""
 
@@ -42,6 +71,8 @@ class FieldInfo:
     penalty: str | None = None  # an extra training penalty (zoo.train), e.g. "qc"
     description: str = ""
     small: dict | None = None  # options for a small, fast variant (tests, smoke runs)
+    options: dict | None = None  # option name -> Option (default, check, help); None: unknown
+    data: str = "any"  # the data it takes: "any" shape, or "image" ([C, H, W] only)
 
 
 _REGISTRY: dict[tuple[str, str], FieldInfo] = {}
@@ -60,13 +91,21 @@ def register(
     penalty: str | None = None,
     description: str = "",
     small: dict | None = None,
+    options: dict | None = None,
+    data: str = "any",
 ) -> Callable[[Callable], Callable]:
     """Decorate a factory ``f(dim, schedule, **cfg) -> field`` as field ``name`` for ``backend``.
 
-    Torch fields are batched ``nn.Module``s with ``score(x, t)``; Equinox fields are
-    ``eqx.Module``s written for one example. Registering a taken (name, backend) raises.
+    The factory takes ``dim`` (the data flattened to a vector) or ``shape`` (one sample's shape,
+    e.g. (1, 8, 8)) as its first argument, whichever it names. Torch fields are batched
+    ``nn.Module``s with ``score(x, t)``; Equinox fields are ``eqx.Module``s written for one
+    example. Registering a taken (name, backend) raises.
     ``small``: factory options of a small variant, used by the registry-driven tests.
+    ``options``: the options it takes, for help texts (built-in fields: zoo.builtin's tables).
+    ``data``: "any" (points or images, flattened as the field likes) or "image" ([C, H, W] only).
     """
+    if data not in ("any", "image"):
+        raise ZooError(f"data must be 'any' or 'image', got {data!r}")
     if backend not in BACKENDS:
         raise ZooError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
@@ -77,7 +116,7 @@ def register(
             raise ZooError(f"field {name!r} is already registered for backend {backend!r}")
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
         _REGISTRY[key] = FieldInfo(name, backend, factory, head, backbone, conservative,
-                                   trainable, penalty, doc, dict(small or {}))
+                                   trainable, penalty, doc, dict(small or {}), options, data)
         return factory
 
     return deco

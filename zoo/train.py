@@ -27,7 +27,7 @@ import numpy as np
 from zoo import backends, checkpoint
 from zoo.api import create, make_schedule
 from zoo.data import Dataset, get_dataset
-from zoo.registry import BACKENDS, ZooError, get_info
+from zoo.registry import BACKENDS, ZooError, get_info, resolve_options
 
 RUNS_ROOT = Path("results/runs")
 
@@ -53,7 +53,10 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps per crash-safe checkpoint (where a killed run resumes);
     # one of the default free-mlp (2.2 MB of state, fsync included) takes 15-30 ms, one or two
     # steps' time, so 500 costs well under 1 % and loses at most 500 steps to a crash
-    options: dict = field(default_factory=dict)  # factory options: width, depth, act, ...
+    options: dict = field(default_factory=dict)  # factory options (`zoo list`, the field's
+    # backbone table): width, depth, ... for mlp; channels, mults, ... for unet; every option is
+    # filled in with its default by validate(), so config.json names all of them
+    device: str = "cpu"  # torch fields: "cpu" or "cuda" (JAX uses its default device)
     plugins: list = field(default_factory=list)  # modules that register the field (re-imported by load)
     penalty: dict = field(default_factory=dict)  # overrides of the field's training penalty, e.g. lambda
 
@@ -104,6 +107,18 @@ class TrainConfig:
             raise ZooError(f"t_rho must be a finite number >= 1, got {self.t_rho}")
         make_schedule(self.schedule, self.t_min, self.T)
         self.penalty_spec()
+        if self.device not in ("cpu", "cuda"):
+            raise ZooError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda":
+            if self.backend != "torch":
+                raise ZooError("--device cuda applies to torch fields; JAX runs on its default "
+                               "device (a GPU when jax's CUDA plugin is installed)")
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ZooError("--device cuda: torch sees no CUDA device here")
+        if info.options is not None:  # built-in fields: every option checked, defaults filled in
+            self.options = resolve_options(info.options, self.options)
         return ds
 
     def run_name(self) -> str:
@@ -111,8 +126,8 @@ class TrainConfig:
 
 
 def draw_batch(rng: np.random.Generator, ds: Dataset, cfg: TrainConfig) -> dict[str, np.ndarray]:
-    """x0 [B, d], t [B], eps [B, d] (and Rademacher probes [P, B, d] for a qc penalty), float64,
-    drawn in this order from ``rng``."""
+    """x0 [B, *shape], t [B], eps [B, *shape] (and Rademacher probes [P, B, *shape] for a qc
+    penalty), float64, drawn in this order from ``rng``."""
     x0 = ds.sample(rng, cfg.batch)
     u = rng.uniform(size=cfg.batch)
     if cfg.t_sampling == "uniform":
@@ -132,21 +147,22 @@ def make_trainer(cfg: TrainConfig):
     ds = cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     schedule = make_schedule(cfg.schedule, cfg.t_min, cfg.T)
-    fld = create(cfg.arch, cfg.backend, dim=ds.dim, schedule=schedule, init=rng,
+    fld = create(cfg.arch, cfg.backend, shape=ds.shape, schedule=schedule, init=rng,
                  dtype=cfg.dtype, **cfg.options)
+    kw = {"device": cfg.device} if cfg.backend == "torch" else {}
     trainer = backends.get(cfg.backend).Trainer(fld, schedule, penalty=cfg.penalty_spec(),
-                                                lr=cfg.lr, ema=cfg.ema)
+                                                lr=cfg.lr, ema=cfg.ema, **kw)
     return trainer, ds, rng
 
 
 def probe(cfg: TrainConfig, ds: Dataset | None = None, n: int = 4) -> None:
     """Build the field and evaluate its score on ``n`` data points at times spread over
-    [t_min, T]; ZooError (one line) unless the score is finite, of x's shape [n, d] and of the
-    run's dtype. Catches a broken plugin field before anything is written."""
+    [t_min, T]; ZooError (one line) unless the score is finite, of x's shape [n, *shape] and of
+    the run's dtype. Catches a broken plugin field before anything is written."""
     ds = ds or cfg.validate()
     name = cfg.arch
     try:
-        fld = create(name, cfg.backend, dim=ds.dim, init=np.random.default_rng(cfg.seed),
+        fld = create(name, cfg.backend, shape=ds.shape, init=np.random.default_rng(cfg.seed),
                      schedule=make_schedule(cfg.schedule, cfg.t_min, cfg.T), dtype=cfg.dtype,
                      **cfg.options)
         x = ds.sample(np.random.default_rng(0), n).astype(cfg.dtype)
@@ -239,7 +255,7 @@ def fit(cfg: TrainConfig, on_log=None, progress=None, *, start: tuple[dict, dict
 
 
 # settings a command may change and still continue a run: they do not change its numbers
-RESUMABLE_CHANGES = ("checkpoint_every",)
+RESUMABLE_CHANGES = ("checkpoint_every", "device")  # device: float rounding, not the algorithm
 _OWN_FILES = ("weights.safetensors", "ema.safetensors")
 
 
@@ -316,7 +332,8 @@ def _train_locked(cfg, ds, run_dir: Path, show_progress: bool, force: bool, vers
                 or (p.name.startswith(".") and ".tmp" in p.name):
             p.unlink(missing_ok=True)
 
-    meta = {**dataclasses.asdict(cfg), "dim": ds.dim, "zoo_version": version, "status": "running"}
+    meta = {**dataclasses.asdict(cfg), "dim": ds.dim, "shape": list(ds.shape),
+            "zoo_version": version, "status": "running"}
     if start:
         meta.update(checkpoint=old["checkpoint"], sha256={keep: old["sha256"][keep]},
                     resumed_at=[*old.get("resumed_at", []), step0])

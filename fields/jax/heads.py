@@ -6,6 +6,8 @@ Written for one example: x: [*shape], t: [].
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -46,9 +48,37 @@ def grads_of_outputs(fn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return h, g
 
 
-def _antisym(m: jax.Array) -> jax.Array:
-    """[K, d, d] -> A_k = M_k - M_k^T."""
-    return m - jnp.swapaxes(m, 1, 2)
+def antisym_generators(kind: str, shape: tuple[int, ...], K: int) -> jax.Array:
+    """The parameters M of K constant antisymmetric operators (see fields/torch/heads.py):
+    "dense" [K, d, d], A_k = M_k - M_k^T; "conv" [K, C, C, 3, 3], A_k = C_k - C_k^T."""
+    if kind == "dense":
+        d = math.prod(shape)
+        return jnp.zeros((K, d, d))
+    if kind == "conv":
+        C = shape[0]
+        return jnp.zeros((K, C, C, 3, 3))
+    raise ValueError(f"unknown antisymmetric operator {kind!r}")
+
+
+def antisym_apply(m: jax.Array, v: jax.Array) -> jax.Array:
+    """sum_k A_k v_k for one example: v [K, *shape] -> [*shape]."""
+    K = v.shape[0]
+    if m.ndim == 3:  # dense
+        a = m - jnp.swapaxes(m, 1, 2)
+        return jnp.einsum("kij,kj->i", a, v.reshape(K, -1)).reshape(v.shape[1:])
+    # C - C^T is one convolution: kernel transposed in channels and flipped in space
+    kernel = m - jnp.flip(jnp.swapaxes(m, 1, 2), (-2, -1))  # [K, C_out, C_in, 3, 3]
+    C = m.shape[1]
+    w = jnp.transpose(kernel, (1, 0, 2, 3, 4)).reshape(C, K * C, 3, 3)
+    y = jax.lax.conv_general_dilated(v.reshape(1, K * C, *v.shape[2:]), w.astype(v.dtype),
+                                     (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return y[0]
+
+
+def _quadratic_energy(f: jax.Array, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    """E = ||x - f||^2 / (2 sigma_t): x [*shape], f [d] -> []."""
+    return 0.5 * jnp.sum((x.reshape(-1) - f) ** 2) / sigma
 
 
 class EnergySqField(eqx.Module):
@@ -58,34 +88,35 @@ class EnergySqField(eqx.Module):
     schedule: Schedule = eqx.field(static=True)
 
     def energy(self, x: jax.Array, t: jax.Array) -> jax.Array:
-        r = x.reshape(-1) - self.net(x, t)
-        return 0.5 * jnp.sum(r**2) / self.schedule.sigma(t)
+        return _quadratic_energy(self.net(x, t), x, self.schedule.sigma(t))
 
     def score(self, x: jax.Array, t: jax.Array) -> jax.Array:
         return -jax.grad(self.energy)(x, t)
 
 
 class HelmholtzField(eqx.Module):
-    """Helmholtz head s = -grad E + sum_k A_k grad psi_k, A_k = M_k - M_k^T (DESIGN.md s2).
+    """Helmholtz head s = -grad E + sum_k A_k grad psi_k, A_k constant antisymmetric (DESIGN.md s2).
 
-    E = h_0 / sigma_t and psi_k = h_k / sigma_t share the backbone h: [1 + K]. The rotational
+    E = ||x - f||^2 / (2 sigma_t), psi_k = h_k / sigma_t from the backbone's (f, h). The rotational
     part is divergence-free: div(A grad psi) = sum_ij A_ij d_i d_j psi = 0.
     """
 
     net: eqx.Module
-    generators: jax.Array  # [K, d, d]
+    generators: jax.Array  # see antisym_generators
     schedule: Schedule = eqx.field(static=True)
 
-    def __init__(self, net: eqx.Module, schedule: Schedule, dim: int, K: int) -> None:
-        self.net, self.schedule = net, schedule
-        self.generators = jnp.zeros((K, dim, dim))
+    def __init__(self, net: eqx.Module, schedule: Schedule, generators: jax.Array) -> None:
+        self.net, self.schedule, self.generators = net, schedule, generators
+
+    def _potentials(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        h, sigma = self.net(x, t), self.schedule.sigma(t)
+        d = x.size
+        return jnp.concatenate([_quadratic_energy(h[:d], x, sigma)[None], h[d:] / sigma])
 
     def parts(self, x: jax.Array, t: jax.Array) -> dict[str, jax.Array]:
         """{"gradient": -grad E, "rotational": sum_k A_k grad psi_k}, each [*shape]."""
-        _, g = grads_of_outputs(lambda y: self.net(y, t) / self.schedule.sigma(t), x)
-        g = g.reshape(g.shape[0], -1)  # [1 + K, d]
-        rot = jnp.einsum("kij,kj->i", _antisym(self.generators), g[1:])
-        return {"gradient": -g[0].reshape(x.shape), "rotational": rot.reshape(x.shape)}
+        _, g = grads_of_outputs(lambda y: self._potentials(y, t), x)  # [1 + K, *shape]
+        return {"gradient": -g[0], "rotational": antisym_apply(self.generators, g[1:])}
 
     def score(self, x: jax.Array, t: jax.Array) -> jax.Array:
         p = self.parts(x, t)
@@ -95,29 +126,30 @@ class HelmholtzField(eqx.Module):
 class SteinField(eqx.Module):
     """Stein head s = grad phi + sum_k A_k (grad psi_k + psi_k grad phi) (DESIGN.md s2).
 
-    phi = h_0 / sigma_t, psi_k = h_k. The rotational part w = e^-phi sum_k A_k grad(e^phi psi_k)
-    has div(e^phi w) = 0: it lies in the null space of the Stein operator of rho ~ e^phi.
+    phi = -||x - f||^2 / (2 sigma_t), psi_k = h_k. The rotational part
+    w = e^-phi sum_k A_k grad(e^phi psi_k) has div(e^phi w) = 0: it lies in the null space of the
+    Stein operator of rho ~ e^phi.
     """
 
     net: eqx.Module
-    generators: jax.Array  # [K, d, d]
+    generators: jax.Array  # see antisym_generators
     schedule: Schedule = eqx.field(static=True)
 
-    def __init__(self, net: eqx.Module, schedule: Schedule, dim: int, K: int) -> None:
-        self.net, self.schedule = net, schedule
-        self.generators = jnp.zeros((K, dim, dim))
+    def __init__(self, net: eqx.Module, schedule: Schedule, generators: jax.Array) -> None:
+        self.net, self.schedule, self.generators = net, schedule, generators
 
     def _potentials(self, x: jax.Array, t: jax.Array) -> jax.Array:
         h = self.net(x, t)
-        return jnp.concatenate([h[:1] / self.schedule.sigma(t), h[1:]])
+        d = x.size
+        phi = -_quadratic_energy(h[:d], x, self.schedule.sigma(t))
+        return jnp.concatenate([phi[None], h[d:]])
 
     def parts(self, x: jax.Array, t: jax.Array) -> dict[str, jax.Array]:
         """{"gradient": grad phi, "rotational": w}, each [*shape]."""
-        h, g = grads_of_outputs(lambda y: self._potentials(y, t), x)
-        g = g.reshape(g.shape[0], -1)  # [1 + K, d]
-        inner = g[1:] + h[1:, None] * g[0][None, :]  # grad psi_k + psi_k grad phi
-        w = jnp.einsum("kij,kj->i", _antisym(self.generators), inner)
-        return {"gradient": g[0].reshape(x.shape), "rotational": w.reshape(x.shape)}
+        h, g = grads_of_outputs(lambda y: self._potentials(y, t), x)  # g: [1 + K, *shape]
+        psi = h[1:].reshape((-1,) + (1,) * x.ndim)
+        inner = g[1:] + psi * g[0][None]  # grad psi_k + psi_k grad phi
+        return {"gradient": g[0], "rotational": antisym_apply(self.generators, inner)}
 
     def score(self, x: jax.Array, t: jax.Array) -> jax.Array:
         p = self.parts(x, t)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from fields.common import time_frequencies
+from fields.jax.layers import time_embedding
 
 _ACT = {
     "silu": jax.nn.silu,
@@ -17,18 +20,13 @@ _ACT = {
 }
 
 
-def time_embedding(t: jax.Array, freqs: tuple[float, ...]) -> jax.Array:
-    """[] -> [2 n]: (sin(w_k t), cos(w_k t)) for the fixed frequencies w_k."""
-    a = t * jnp.asarray(freqs, dtype=t.dtype)
-    return jnp.concatenate([jnp.sin(a), jnp.cos(a)])
-
 
 class MLP(eqx.Module):
-    """f(x, t): concat(x, emb(t)) -> `depth` x (Linear, act) -> Linear to `out_dim`.
+    """f(x, t): concat(x, emb(t)) -> `depth` x (Linear, act) -> Linear to n_maps d + n_scalars.
 
-    One example: x: [dim] (flattened), t: [] -> [out_dim].
-    Parameter names: layers.{i}.weight/bias, out.weight/bias (same as the PyTorch MLP).
-    ``out_bias=False`` for energies: a constant offset of E has no gradient in x, so it cannot learn.
+    One example: x: [*shape] (flattened to d), t: [] -> [n_maps d + n_scalars] (the backbone
+    contract; see fields/torch/mlp.py). Parameter names: layers.{i}.weight/bias, out.weight/bias
+    (same as the PyTorch MLP).
     """
 
     layers: list[eqx.nn.Linear]
@@ -38,17 +36,20 @@ class MLP(eqx.Module):
 
     def __init__(
         self,
-        dim: int,
-        out_dim: int,
+        shape: tuple[int, ...],
+        n_maps: int,
+        n_scalars: int = 0,
+        *,
+        scalar_bias: bool = True,
         width: int = 256,
         depth: int = 3,
         act: str = "silu",
         n_freq: int = 8,
-        out_bias: bool = True,
-        *,
         key: jax.Array,
         dtype=None,
     ) -> None:
+        dim = math.prod(shape)
+        out_dim, out_bias = n_maps * dim + n_scalars, n_maps > 0 or scalar_bias
         self.freqs = time_frequencies(n_freq)
         self.act = act
         sizes = [dim + 2 * n_freq] + [width] * depth

@@ -5,6 +5,8 @@ Each head turns a backbone f(x, t) into a score s(x, t) ~ grad_x log rho_t(x); s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -72,9 +74,40 @@ def grads_of_outputs(fn, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor
     return (h if keep else h.detach()), torch.stack(gs, 1)
 
 
-def _antisym(m: torch.Tensor) -> torch.Tensor:
-    """[K, d, d] -> A_k = M_k - M_k^T."""
-    return m - m.transpose(1, 2)
+def antisym_generators(kind: str, shape: tuple[int, ...], K: int) -> nn.Parameter:
+    """The parameters M of K constant antisymmetric operators A_k on x-shaped vectors.
+
+    "dense": M [K, d, d], A_k = M_k - M_k^T (O(d^2) parameters: points).
+    "conv": M [K, C, C, 3, 3] for x [C, H, W], A_k = C_k - C_k^T with C_k the 3x3 convolution
+    (zero padding 1) of kernel M_k: O(C^2) parameters and O(d) cost at any image size.
+    Either is constant in x, so div(A grad psi) = 0 and the Stein-null identity hold exactly.
+    """
+    if kind == "dense":
+        d = math.prod(shape)
+        return nn.Parameter(torch.zeros(K, d, d))
+    if kind == "conv":
+        C = shape[0]
+        return nn.Parameter(torch.zeros(K, C, C, 3, 3))
+    raise ValueError(f"unknown antisymmetric operator {kind!r}")
+
+
+def antisym_apply(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_k A_k v_k for v: [B, K, *shape] -> [B, *shape] (A_k from ``antisym_generators``)."""
+    B, K = v.shape[:2]
+    if m.ndim == 3:  # dense
+        a = m - m.transpose(1, 2)
+        return torch.einsum("kij,bkj->bi", a, v.flatten(2)).reshape(B, *v.shape[2:])
+    # C - C^T is itself a convolution: the adjoint of a stride-1, zero-padded 3x3 correlation is
+    # the correlation with the kernel transposed in channels and flipped in space
+    kernel = m - m.transpose(1, 2).flip(-2, -1)  # [K, C_out, C_in, 3, 3], antisymmetric
+    C = m.shape[1]
+    w = kernel.permute(1, 0, 2, 3, 4).reshape(C, K * C, 3, 3)  # all K operators in one conv
+    return nn.functional.conv2d(v.reshape(B, K * C, *v.shape[3:]), w, padding=1)
+
+
+def _quadratic_energy(f: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """E = ||x - f||^2 / (2 sigma_t): x [B, *shape], f [B, d], sigma [B] -> [B]."""
+    return 0.5 * ((x.flatten(1) - f) ** 2).sum(1) / sigma
 
 
 class EnergySqField(nn.Module):
@@ -86,35 +119,37 @@ class EnergySqField(nn.Module):
         self.schedule = schedule
 
     def energy(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        r = x.flatten(1) - self.net(x, t)
-        return 0.5 * (r**2).sum(1) / self.schedule.sigma(t)
+        return _quadratic_energy(self.net(x, t), x, self.schedule.sigma(t))
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return -grad_of_scalar(self.energy, x, t)
 
 
 class HelmholtzField(nn.Module):
-    """Helmholtz head s = -grad E + sum_k A_k grad psi_k, A_k = M_k - M_k^T (DESIGN.md s2).
+    """Helmholtz head s = -grad E + sum_k A_k grad psi_k, A_k constant antisymmetric (DESIGN.md s2).
 
-    E = h_0 / sigma_t and psi_k = h_k / sigma_t share the backbone h: [B, 1 + K]. The rotational
-    part is divergence-free: div(A grad psi) = sum_ij A_ij d_i d_j psi = 0.
+    The backbone gives f (x-shaped) and K scalars h_k: E = ||x - f||^2 / (2 sigma_t) (the
+    quadratic energy of EnergySqField) and psi_k = h_k / sigma_t. The rotational part is
+    divergence-free: div(A grad psi) = sum_ij A_ij d_i d_j psi = 0.
     """
 
-    def __init__(self, backbone: nn.Module, schedule: Schedule, dim: int, K: int) -> None:
+    def __init__(self, backbone: nn.Module, schedule: Schedule, generators: nn.Parameter) -> None:
         super().__init__()
         self.net = backbone
         self.schedule = schedule
-        self.generators = nn.Parameter(torch.zeros(K, dim, dim))
+        self.generators = generators  # see antisym_generators
 
     def _potentials(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x, t) / self.schedule.sigma(t)[:, None]
+        """[B, 1 + K]: E, psi_1 .. psi_K."""
+        h, sigma = self.net(x, t), self.schedule.sigma(t)
+        d = x[0].numel()
+        return torch.cat([_quadratic_energy(h[:, :d], x, sigma)[:, None],
+                          h[:, d:] / sigma[:, None]], dim=1)
 
     def parts(self, x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"gradient": -grad E, "rotational": sum_k A_k grad psi_k}, each [B, *shape]."""
-        _, g = grads_of_outputs(self._potentials, x, t)
-        g = g.flatten(2)  # [B, 1 + K, d]
-        rot = torch.einsum("kij,bkj->bi", _antisym(self.generators), g[:, 1:])
-        return {"gradient": -g[:, 0].reshape(x.shape), "rotational": rot.reshape(x.shape)}
+        _, g = grads_of_outputs(self._potentials, x, t)  # [B, 1 + K, *shape]
+        return {"gradient": -g[:, 0], "rotational": antisym_apply(self.generators, g[:, 1:])}
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         p = self.parts(x, t)
@@ -124,28 +159,31 @@ class HelmholtzField(nn.Module):
 class SteinField(nn.Module):
     """Stein head s = grad phi + sum_k A_k (grad psi_k + psi_k grad phi) (DESIGN.md s2).
 
-    phi = h_0 / sigma_t, psi_k = h_k. The rotational part w = e^-phi sum_k A_k grad(e^phi psi_k)
-    has div(e^phi w) = 0: it lies in the null space of the Stein operator of rho ~ e^phi.
+    phi = -||x - f||^2 / (2 sigma_t) (the quadratic energy), psi_k = h_k. The rotational part
+    w = e^-phi sum_k A_k grad(e^phi psi_k) has div(e^phi w) = 0: it lies in the null space of the
+    Stein operator of rho ~ e^phi.
     """
 
-    def __init__(self, backbone: nn.Module, schedule: Schedule, dim: int, K: int) -> None:
+    def __init__(self, backbone: nn.Module, schedule: Schedule, generators: nn.Parameter) -> None:
         super().__init__()
         self.net = backbone
         self.schedule = schedule
-        self.generators = nn.Parameter(torch.zeros(K, dim, dim))
+        self.generators = generators  # see antisym_generators
 
     def _potentials(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + K]: phi, psi_1 .. psi_K."""
         h = self.net(x, t)
-        return torch.cat([h[:, :1] / self.schedule.sigma(t)[:, None], h[:, 1:]], dim=1)
+        d = x[0].numel()
+        phi = -_quadratic_energy(h[:, :d], x, self.schedule.sigma(t))
+        return torch.cat([phi[:, None], h[:, d:]], dim=1)
 
     def parts(self, x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"gradient": grad phi, "rotational": w}, each [B, *shape]."""
-        h, g = grads_of_outputs(self._potentials, x, t)
-        g = g.flatten(2)  # [B, 1 + K, d]
+        h, g = grads_of_outputs(self._potentials, x, t)  # g: [B, 1 + K, *shape]
         grad_phi = g[:, 0]
-        inner = g[:, 1:] + h[:, 1:, None] * grad_phi[:, None, :]  # grad psi_k + psi_k grad phi
-        w = torch.einsum("kij,bkj->bi", _antisym(self.generators), inner)
-        return {"gradient": grad_phi.reshape(x.shape), "rotational": w.reshape(x.shape)}
+        psi = h[:, 1:].reshape(h.shape[0], -1, *([1] * (x.ndim - 1)))
+        inner = g[:, 1:] + psi * grad_phi[:, None]  # grad psi_k + psi_k grad phi
+        return {"gradient": grad_phi, "rotational": antisym_apply(self.generators, inner)}
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         p = self.parts(x, t)

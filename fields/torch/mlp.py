@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from fields.common import time_frequencies
+from fields.torch.layers import time_embedding
 
 _ACT = {
     "silu": nn.functional.silu,
@@ -15,32 +18,32 @@ _ACT = {
 }
 
 
-def time_embedding(t: torch.Tensor, freqs: tuple[float, ...]) -> torch.Tensor:
-    """[B] -> [B, 2 n]: (sin(w_k t), cos(w_k t)) for the fixed frequencies w_k."""
-    w = torch.tensor(freqs, dtype=t.dtype, device=t.device)
-    a = t[:, None] * w
-    return torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
-
 
 class MLP(nn.Module):
-    """f(x, t): concat(x, emb(t)) -> `depth` x (Linear, act) -> Linear to `out_dim`.
+    """f(x, t): concat(x, emb(t)) -> `depth` x (Linear, act) -> Linear to n_maps d + n_scalars.
 
-    x: [B, dim] (extra feature dims are flattened), t: [B] -> [B, out_dim].
+    x: [B, *shape] (flattened to d = prod(shape)), t: [B] -> [B, n_maps d + n_scalars]: n_maps
+    x-shaped maps and n_scalars scalars, flattened and concatenated (the backbone contract).
     Parameter names: layers.{i}.weight/bias, out.weight/bias (same as the Equinox MLP).
-    ``out_bias=False`` for energies: a constant offset of E has no gradient in x, so it cannot learn.
+    The output layer has a bias unless every output is a scalar without one (``scalar_bias``
+    False: a constant offset of an energy has no gradient in x, so it cannot learn).
     """
 
     def __init__(
         self,
-        dim: int,
-        out_dim: int,
+        shape: tuple[int, ...],
+        n_maps: int,
+        n_scalars: int = 0,
+        *,
+        scalar_bias: bool = True,
         width: int = 256,
         depth: int = 3,
         act: str = "silu",
         n_freq: int = 8,
-        out_bias: bool = True,
     ) -> None:
         super().__init__()
+        dim = math.prod(shape)
+        out_dim, out_bias = n_maps * dim + n_scalars, n_maps > 0 or scalar_bias
         self.freqs = time_frequencies(n_freq)
         self.act = _ACT[act]
         sizes = [dim + 2 * n_freq] + [width] * depth

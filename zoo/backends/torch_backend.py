@@ -153,7 +153,10 @@ class Trainer:
     """Adam + EMA on the DSM loss; the same algorithm and hyperparameters as the JAX Trainer."""
 
     def __init__(self, field, schedule: Schedule, *, penalty: dict | None = None, lr: float,
-                 betas=(0.9, 0.999), eps: float = 1e-8, ema: float = 0.999) -> None:
+                 betas=(0.9, 0.999), eps: float = 1e-8, ema: float = 0.999,
+                 device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        field = field.to(self.device)
         self.field, self.schedule, self.penalty, self.decay = field, schedule, penalty, ema
         self.dtype = next(field.parameters()).dtype
         self.opt = torch.optim.Adam(field.parameters(), lr=lr, betas=betas, eps=eps)
@@ -166,7 +169,8 @@ class Trainer:
         Also sets ``grad_norm``: the global 2-norm of the gradient (0-d tensor), which is finite
         exactly when every gradient entry is (short of overflow), for the trainer's guard.
         """
-        batch = {k: _t(v, self.dtype) for k, v in batch.items()}
+        # numpy -> the device once per step; nothing comes back but the two guard scalars
+        batch = {k: _t(v, self.dtype).to(self.device, non_blocking=True) for k, v in batch.items()}
         self.opt.zero_grad(set_to_none=True)
         loss = objective(self.field, self.schedule, batch, self.penalty)
         loss.backward()
@@ -185,7 +189,7 @@ class Trainer:
         return named_params(self.field)
 
     def ema_params(self) -> dict[str, np.ndarray]:
-        return {k: v.numpy().copy() for k, v in self.ema.items()}
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.ema.items()}
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything the next step depends on, as (arrays, JSON-able meta).
@@ -198,11 +202,11 @@ class Trainer:
         out, steps = {}, {}
         for k, p in self.field.named_parameters():
             st = self.opt.state.get(p, {})
-            out[f"params.{k}"] = p.detach().numpy().copy()
-            out[f"ema.{k}"] = self.ema[k].numpy().copy()
+            out[f"params.{k}"] = p.detach().cpu().numpy().copy()
+            out[f"ema.{k}"] = self.ema[k].cpu().numpy().copy()
             zero = np.zeros_like(out[f"params.{k}"])
-            out[f"adam.m.{k}"] = st["exp_avg"].numpy().copy() if st else zero
-            out[f"adam.v.{k}"] = st["exp_avg_sq"].numpy().copy() if st else zero
+            out[f"adam.m.{k}"] = st["exp_avg"].cpu().numpy().copy() if st else zero
+            out[f"adam.v.{k}"] = st["exp_avg_sq"].cpu().numpy().copy() if st else zero
             steps[k] = int(st["step"]) if st else 0
         return out, {"k": self.k, "adam_steps": steps}
 
@@ -223,7 +227,7 @@ class Trainer:
                     # number (bias correction), so its float32 holds any count below 2^24 exactly
                     self.opt.state[p] = {
                         "step": torch.tensor(float(steps[k]), dtype=torch.float32),
-                        "exp_avg": _t(groups["adam.m"][k], p.dtype).clone(),
-                        "exp_avg_sq": _t(groups["adam.v"][k], p.dtype).clone(),
+                        "exp_avg": _t(groups["adam.m"][k], p.dtype).to(p.device).clone(),
+                        "exp_avg_sq": _t(groups["adam.v"][k], p.dtype).to(p.device).clone(),
                     }
         self.k = int(meta["k"])
