@@ -14,6 +14,17 @@ def trainable_entries():
     return [i for i in zoo.entries() if i.trainable]
 
 
+# The registry matrix on image backbones (XLA compiles of twice-differentiated UNets and DiTs,
+# trainings) takes about ten CPU-minutes: it runs with `pytest -m slow`, while the default suite
+# keeps every image field's float64 parity of scores and one learning check per image backbone.
+SLOW = pytest.mark.slow
+
+
+def slow_if_image(items, info_of=lambda v: v):
+    """pytest.param(v, marks=slow) for the values whose field takes images."""
+    return [pytest.param(v, marks=SLOW) if info_of(v).data == "image" else v for v in items]
+
+
 def both_backend_names():
     return sorted({i.name for i in trainable_entries()
                    if set(zoo.registry.backends_of(i.name)) >= {"torch", "jax"}})
@@ -76,3 +87,14 @@ def forward_points(rng, data: str, t: float, n: int):
 
 
 B = backends.get
+
+
+def dead_parameters(module, out) -> list[str]:
+    """Names of the torch ``module``'s parameters that a random projection of ``out`` does not
+    reach (no gradient, or an all-zero one)."""
+    import torch
+
+    proj = torch.as_tensor(np.random.default_rng(2).standard_normal(out.shape), dtype=out.dtype)
+    names, params = zip(*module.named_parameters())
+    grads = torch.autograd.grad((out * proj).sum(), params, allow_unused=True)
+    return [k for k, g in zip(names, grads) if g is None or not torch.any(g != 0)]

@@ -82,7 +82,7 @@ def test_device_cuda_without_cuda_is_one_line(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("arch", ["free-unet", "energysq-dit"])
+@pytest.mark.parametrize("arch", ["free-unet", pytest.param("energysq-dit", marks=pytest.mark.slow)])
 def test_image_run_end_to_end_and_across_backends(arch, capsys, tmp_path):
     """A short digits run: train (torch), a PNG grid of samples, the checkpoint gives the same
     scores in JAX, and check/eval run on the 64-dimensional field."""
