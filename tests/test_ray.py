@@ -28,7 +28,7 @@ SUITES = """
 fields = ["free-mlp"]
 datasets = ["gmm8"]
 seeds = 1
-backends = ["torch"]
+backends = ["torch", "jax"]
 [tiny.train]
 steps = 30
 [tiny.options.mlp]
