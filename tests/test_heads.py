@@ -18,7 +18,9 @@ def points(rng, n=16, d=3, name=None):
 
 
 def on_every_backbone(head):
-    return sorted({i.name for i in zoo.entries(f"{head}-*")})
+    """The head on every backbone; image backbones under -m slow (exact divergences at d = 64)."""
+    names = sorted({i.name for i in zoo.entries(f"{head}-*")})
+    return [n if n.endswith("-mlp") else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

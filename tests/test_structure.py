@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import B, build, forward_points, shape_for
+from conftest import B, build, forward_points, shape_for, slow_if_image
 
 import zoo
 
-CONSERVATIVE = [i for i in zoo.entries() if i.conservative and i.trainable]
-FREE = [i for i in zoo.entries("free-*")]
+# image fields (64 x 64 Jacobians through twice-differentiated UNets and DiTs) run with -m slow
+CONSERVATIVE = slow_if_image([i for i in zoo.entries() if i.conservative and i.trainable])
+FREE = slow_if_image([i for i in zoo.entries("free-*")])
 
 
 def asym(J):
