@@ -70,6 +70,22 @@ def rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def zoo_cache_dir(tmp_path_factory):
+    """ZOO_CACHE_DIR (the noise floors' cache) in a temporary folder for the whole session: tests
+    never read or write ~/.cache, and share the floors they compute (subprocesses inherit it)."""
+    import os
+
+    path = tmp_path_factory.mktemp("zoo-cache")
+    old = os.environ.get("ZOO_CACHE_DIR")
+    os.environ["ZOO_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("ZOO_CACHE_DIR", None)
+    else:
+        os.environ["ZOO_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -144,8 +144,8 @@ def test_eval_writes_eval_json(tiny_run, capsys):
     assert list(r["solvers"]) == ["sde-euler"] and r["settings"]["repeats"] == 2
     m = r["solvers"]["sde-euler"]["metrics"]["w2"]
     assert m["value"] > 0 and m["floor_mean"] > 0 and m["floor_std"] >= 0
-    code, out, _ = run(["eval", str(tiny_run), "--solver", "sde", "--repeats", "2", "--json"],
-                       capsys)
+    code, out, _ = run(["eval", str(tiny_run), "--n", "200", "--solver", "sde", "--repeats", "2",
+                        "--json"], capsys)  # the same draw: its samples file is reused
     assert code == 0 and json.loads(out)["solvers"]["sde-euler"]["reused"]
 
 

@@ -1,16 +1,25 @@
 """Benchmarks printed as ratios measured side by side in one run (the machine is shared and noisy).
 
 Blocks of steps of every (field, backend) are interleaved round-robin, so drift in machine load
-hits all of them alike; the median block per entry is reported.
+hits all of them alike; the median block per entry is reported. ``bench_train(..., out=PATH)``
+also writes a JSON record (settings, per-field medians, IQRs and ratios, the machine and the
+library versions, the date): the leaderboard's cost columns come from such a record, never from
+timings taken while other work ran.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import statistics
 import time
+from pathlib import Path
 
-from zoo.registry import entries
+from zoo.registry import ZooError, entries
 from zoo.train import TrainConfig, draw_batch, make_trainer
+
+VERSIONED = ("numpy", "torch", "jax", "jaxlib", "equinox", "optax")
 
 
 def _sync(x) -> None:
@@ -18,23 +27,70 @@ def _sync(x) -> None:
         x.block_until_ready()
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> tuple[dict, dict]:
+    """({"cpu", "cpu_count", "torch_threads", "platform"}, {package: version}) of this process."""
+    from importlib import metadata
+
+    import torch
+
+    machine = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+               "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+    versions = {"python": platform.python_version()}
+    for pkg in VERSIONED:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return machine, versions
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    med = statistics.median(xs)
+    if len(xs) < 2:
+        return med, med, med
+    q = statistics.quantiles(xs, n=4)
+    return q[0], med, q[2]
+
+
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
-                rounds: int) -> list[dict]:
+                rounds: int, options: dict | None = None, out: str | Path | None = None,
+                show: bool = True) -> list[dict]:
     """Time training steps of every trainable field matching ``pattern``; prints a table with each
-    field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...)."""
+    field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...).
+
+    ``options``: field options for every field (e.g. {"width": 128}, as a suite's); ``out``: write
+    the JSON record there (see the module docstring). Returns one dict per (field, backend):
+    field, backend, backbone, options, ms_per_step (median block), iqr_ms, ratio_to_free (None
+    without a free field on that backbone and backend), ms_per_round.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(quiet=not show)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.is_dir():
+        raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. train-mlp.json)")
     cases = []
     for info in entries(pattern):
         if info.trainable and info.backend in backends:
-            cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, batch=batch)
-            trainer, ds, rng = make_trainer(cfg)
+            cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, batch=batch,
+                              options=dict(options or {}))
+            trainer, ds, rng = make_trainer(cfg)  # validates (and fills in) the options
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
             _sync(trainer.step(batches[0]))  # compile / warm up
             cases.append({"name": info.name, "backend": info.backend, "backbone": info.backbone,
-                          "trainer": trainer,
+                          "options": dict(cfg.options), "trainer": trainer,
                           "batches": batches, "times": []})
     if not cases:
         console.print(f"no trainable field matches {pattern!r}")
@@ -52,18 +108,34 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
            if c["name"] == f"free-{c['backbone']}"}
     table = Table("field", "backend", "ms/step (median)", "spread (IQR)", "ratio to free",
                   title=f"training step, batch {batch}, {data}, {rounds} rounds x {steps} steps")
-    out = []
+    results = []
     for c in cases:
-        med = statistics.median(c["times"])
-        q = statistics.quantiles(c["times"], n=4) if len(c["times"]) > 1 else [med, med, med]
+        q1, med, q3 = _quartiles(c["times"])
         key = (c["backbone"], c["backend"])
-        ratio = med / ref[key] if key in ref else float("nan")
-        table.add_row(c["name"], c["backend"], f"{1e3 * med:.2f}", f"{1e3 * (q[2] - q[0]):.2f}",
-                      f"{ratio:.2f}")
-        out.append({"field": c["name"], "backend": c["backend"], "ms_per_step": 1e3 * med,
-                    "ratio_to_free": ratio})
+        ratio = med / ref[key] if key in ref else None
+        table.add_row(c["name"], c["backend"], f"{1e3 * med:.2f}", f"{1e3 * (q3 - q1):.2f}",
+                      "–" if ratio is None else f"{ratio:.2f}")
+        results.append({"field": c["name"], "backend": c["backend"], "backbone": c["backbone"],
+                        "options": c["options"], "ms_per_step": 1e3 * med,
+                        "iqr_ms": 1e3 * (q3 - q1), "ratio_to_free": ratio,
+                        "ms_per_round": [1e3 * t for t in c["times"]]})
     console.print(table)
-    return out
+    if out_path is not None:
+        from zoo import checkpoint
+
+        machine, versions = machine_info()
+        record = {
+            "kind": "zoo bench train",
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "settings": {"pattern": pattern, "backends": list(backends), "batch": batch,
+                         "data": data, "steps": steps, "rounds": rounds,
+                         "options": dict(options or {}), "device": "cpu",
+                         "interleaved": True},
+            "machine": machine, "versions": versions, "results": results}
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(out_path, record)
+        console.print(f"wrote {out_path}")
+    return results
 
 
 def bench_sample(pattern: str, backends: list[str], *, n: int, rounds: int, steps: int,

@@ -5,6 +5,9 @@ Weights and optimiser state are safetensors only (never pickle), written atomica
 file, flush, fsync, rename); config.json records each file's sha256, and reading checks it.
 A checkpoint keeps its JSON (step, generator state, ...) in the safetensors header's
 ``__metadata__``, so one file, one checksum, holds the whole state of a run at one step.
+What is made from the weights afterwards (samples, eval.json, nll.json, ...: ``DOWNSTREAM``) goes
+when a run is trained again from the start (``remove_downstream``). Locks: ``run_lock`` holds one,
+``is_locked`` tells whether anyone does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,16 +31,74 @@ from zoo.registry import ZooError
 REQUIRED = ("arch", "backend", "data", "dim", "dtype", "schedule", "t_min", "T", "options")
 CKPT_META_KEY = "zoo_checkpoint"
 
+# What is made from a run's weights after (or, snapshots, during) training: stale once they change
+DOWNSTREAM = ("eval.json", "nll.json", "check.json", "check-field.png", "curve.json")
+DOWNSTREAM_GLOBS = ("samples-*.npz", "samples-*.png")
+SNAPSHOTS = "snapshots"  # the folder of the EMA weights kept during training (``--eval-at``)
+
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one."""
+    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one.
+
+    The bytes go to a temporary file beside ``path`` (flushed, fsynced), which then replaces
+    ``path``; the directory is fsynced after the rename (where the OS lets a directory be
+    opened), so the new name survives a power cut too. On any error the temporary file is
+    removed and the error goes on: a failed write leaves ``path`` as it was and nothing else.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """fsync a directory (its entries: a rename in it); a no-op where the OS or the file system
+    does not allow it (no O_DIRECTORY, EINVAL, ...): the data itself is already on disk."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_downstream(run_dir: str | Path, *, snapshots: bool = True) -> list[str]:
+    """Delete every file made from the run's weights: ``DOWNSTREAM``, the samples files
+    (``DOWNSTREAM_GLOBS``) and, unless ``snapshots`` is False, the ``snapshots/`` folder.
+
+    Called before a run is trained from the start (``zoo train --force``, a sweep's retrain), so
+    nothing computed from earlier weights survives beside the new ones. A resumed run keeps its
+    snapshots (``snapshots=False``): those up to its checkpoint are still its own. Returns the
+    names removed (sorted); a missing directory removes nothing.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    gone = [run_dir / name for name in DOWNSTREAM]
+    gone += [p for pattern in DOWNSTREAM_GLOBS for p in run_dir.glob(pattern)]
+    removed = []
+    for p in gone:
+        if p.is_file() or p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    snap = run_dir / SNAPSHOTS
+    if snapshots and snap.is_dir():
+        shutil.rmtree(snap)
+        removed.append(SNAPSHOTS)
+    return sorted(removed)
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -159,3 +221,27 @@ def run_lock(run_dir: str | Path, name: str = ".lock") -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def is_locked(run_dir: str | Path, name: str = ".sweep.lock") -> bool:
+    """Whether someone holds ``run_dir/name`` (a ``run_lock``) right now: a non-blocking probe.
+
+    True when another process (or another open of the file in this one) holds the lock; False
+    when nobody does, or when there is no such file. It creates nothing (neither the run
+    directory nor the lock file) and takes the lock only shared and for an instant, so a holder
+    is never disturbed (a ``run_lock`` attempted in that instant may read busy). The kernel
+    drops a dead process's lock, so a "running" run whose lock is free has no live worker.
+    """
+    try:
+        fd = os.open(Path(run_dir) / name, os.O_RDONLY)
+    except OSError:  # no lock file (or no directory): nobody can hold it
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

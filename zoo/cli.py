@@ -171,6 +171,9 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
               help="qc fields: weight of the sigma^2 (tr JJ^T - tr J^2) penalty [default: 1.0].")
 @click.option("--qc-probes", type=POSITIVE_INT,
               help="qc fields: Rademacher probes per example per step [default: 1].")
+@click.option("--eval-at", metavar="STEPS",
+              help="Comma-separated steps (below --steps) whose EMA weights are kept in "
+              "RUN/snapshots/ for a learning curve (`zoo curve RUN`), e.g. 1000,3000,10000.")
 @click.option("--log-every", default=50, show_default=True, type=POSITIVE_INT)
 @click.option("--checkpoint-every", default=500, show_default=True, type=POSITIVE_INT,
               help="Steps per crash-safe checkpoint (weights, EMA, Adam state, data generator).")
@@ -180,12 +183,14 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
               help="Insist on continuing the unfinished run in the run directory (re-running the "
               "same command continues it anyway).")
 @click.option("--force", is_flag=True,
-              help="Start over, even if the run directory holds a complete or a different run.")
+              help="Start over, even if the run directory holds a complete or a different run; "
+              "first deletes everything made from its old weights (samples-*, eval.json, "
+              "nll.json, check.json, check-field.png, curve.json, snapshots/).")
 @click.option("--plugin", multiple=True, help="Import MODULE (or file.py) that registers fields.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, t_min,
           t_sampling, t_rho, opts, width, depth, act, K, device, data_root, qc_lambda, qc_probes,
-          log_every, checkpoint_every, out, resume, force, plugin, quiet) -> None:
+          eval_at, log_every, checkpoint_every, out, resume, force, plugin, quiet) -> None:
     """Train field ARCH by denoising score matching; prints the run directory last.
 
     Every field is trained the same way: Adam, EMA of weights, t ~ U[t_min, T], and one numpy
@@ -221,7 +226,7 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
                       lr=lr, ema=ema, dtype=dtype, schedule=schedule, t_min=t_min, T=T,
                       t_sampling=t_sampling, t_rho=t_rho,
                       log_every=log_every, checkpoint_every=checkpoint_every, options=options,
-                      penalty=penalty, device=device,
+                      penalty=penalty, device=device, eval_at=_steps(eval_at),
                       plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin])
     cfg.validate()
     if resume and force:
@@ -239,6 +244,16 @@ def train(arch, backend, data, steps, seed, batch, lr, ema, dtype, schedule, T, 
         again = f" (continued from step {at})" if at else ""
         click.echo(f"{arch} [{backend}] on {data}: {summary}{again}")
     click.echo(str(run_dir))
+
+
+def _steps(text: str | None) -> list[int]:
+    """"1000,3000" -> [1000, 3000]; ZooError on anything that is not a list of integers."""
+    if not text:
+        return []
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ZooError(f"--eval-at takes comma-separated integers, got {text!r}") from None
 
 
 RUN_DIR = click.Path(file_okay=False)
@@ -358,21 +373,24 @@ def check(run, times, n_points, n_loops, K, nodes, probes, seed, raw, as_json) -
 @cli.command("eval")
 @click.argument("run", type=RUN_DIR)
 @click.option("--n", "n", default=2000, show_default=True, type=POSITIVE_INT,
-              help="Samples to draw when the run has no samples file for a solver yet.")
+              help="Samples per solver (a samples file of another n is drawn again).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seeds new samples and the reference data (a held-out stream).")
 @click.option("--solver", "solver_list", default="ode,sde", show_default=True,
               help="Comma-separated solvers, each optionally SOLVER:METHOD (e.g. ode:rk4).")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=2),
-              help="Real-vs-real draws behind each noise floor.")
+@click.option("--repeats", default=20, show_default=True, type=click.IntRange(min=2),
+              help="Real-vs-real draws behind each noise floor (cached in $ZOO_CACHE_DIR/floors, "
+              "default ~/.cache/zoo/floors).")
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of a table.")
 def eval_cmd(run, n, seed, solver_list, repeats, as_json) -> None:
     """Sample quality of RUN (ODE and SDE) against fresh data, each metric beside its noise floor.
 
-    Reuses the run's samples-SOLVER-METHOD.npz files (made by `zoo sample`), or samples N points.
-    Metrics: W2, sliced W2, MMD, energy distance, PRDC; log rho and mode coverage where the density
-    is known. The floor is the same metric between two real draws: a value within a few floor stds
-    of the floor mean is as good as the data can tell. Writes eval.json in RUN.
+    Reuses a samples-SOLVER-METHOD.npz file (made by `zoo sample` or an earlier eval) only when it
+    records the run's current weights (sha256) and this very draw (N, seed, solver, method and
+    default settings); otherwise samples N points again. Metrics: W2, sliced W2, MMD, energy
+    distance, PRDC; log rho and mode coverage where the density is known. The floor is the same
+    metric between two real draws (20 by default): a value within a few floor stds of the floor
+    mean is as good as the data can tell. Writes eval.json in RUN.
     """
     from zoo.evaluate import eval_run, format_table
     from zoo.sampling import SOLVERS
@@ -395,6 +413,49 @@ def eval_cmd(run, n, seed, solver_list, repeats, as_json) -> None:
 
     Console().print(format_table(r))
     click.echo(str(Path(run) / "eval.json"))
+
+
+@cli.command("curve")
+@click.argument("run", type=RUN_DIR)
+@click.option("--n", default=2000, show_default=True, type=click.IntRange(min=2),
+              help="ODE samples per point (the same x_T at every point).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seeds x_T and the reference data (a held-out stream).")
+@click.option("--repeats", default=20, show_default=True, type=click.IntRange(min=2),
+              help="Real-vs-real draws behind each noise floor.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def curve_cmd(run, n, seed, repeats, quiet) -> None:
+    """Learning curve of RUN: sample quality of the EMA weights at every kept step.
+
+    RUN must have been trained with --eval-at STEPS; each kept snapshot and the final weights
+    are sampled with the probability-flow ODE and scored like `zoo eval` (log rho where the
+    density is known, MMD, W2, PRDC, each beside its noise floor). Writes RUN/curve.json and
+    prints one row per step.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from zoo.curves import curve_run
+    from zoo.evaluate import METRICS
+
+    with Progress(disable=quiet, transient=True) as bar:
+        task = bar.add_task("curve", total=None)
+        r = curve_run(run, n=n, seed=seed, repeats=repeats,
+                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+    from rich.table import Table
+
+    names = [k for k in ("mean_log_density", "mmd_rbf", "w2", "precision", "recall", "off_mode")
+             if any(p["metrics"] and p["metrics"].get(k) for p in r["points"])]
+    title = (f"{r['arch']} ({r['backend']}) on {r['data']}: ODE samples vs step "
+             "(floor: real vs real)")
+    table = Table("step", "NFE", *(METRICS[k][0] for k in names), title=title)
+    for p in r["points"]:
+        m = p["metrics"]
+        table.add_row(str(p["step"]), str(p["nfe"]), *(
+            "non-finite" if not p["finite"] else
+            f"{m[k]['value']:.4g} [dim]({m[k]['floor_mean']:.3g})[/dim]" for k in names))
+    Console().print(table)
+    click.echo(str(Path(run) / "curve.json"))
 
 
 @cli.command("sweep")
@@ -463,19 +524,33 @@ def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plug
               help="Runs directory to read [default: results/runs/SUITE].")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Where LEADERBOARD.md, leaderboard.csv and figures/ go [default: see --suite].")
+@click.option("--bench", "bench_path", metavar="PATH",
+              help="A `zoo bench train --out` record for the cost columns, or 'none' "
+              "[default: results/bench/train-mlp.json when it exists, else no cost columns].")
+@click.option("--suite-file", type=click.Path(dir_okay=False),
+              help="TOML file defining the suite (to count the runs it defines).")
 @click.option("--no-figures", is_flag=True, help="Tables only.")
 @click.option("--quiet", is_flag=True, help="Do not print the table.")
-def leaderboard_cmd(suite_name, runs_dir, out, no_figures, quiet) -> None:
-    """Aggregate every run's eval/check/nll JSON into LEADERBOARD.md, leaderboard.csv and figures.
+def leaderboard_cmd(suite_name, runs_dir, out, bench_path, suite_file, no_figures, quiet) -> None:
+    """Compare every field with the free field, per dataset, from the runs' JSON files.
 
-    One table per dataset, one row per field and backend, mean ± std over seeds, the best value per
-    column in bold, failed runs listed with their reason, unreadable run directories reported.
+    One row per field and dataset (a torch and a JAX run of one seed are one training: values
+    are mean ± std over one backend's seeds), verdict metrics beside their real-vs-real noise
+    floors, every field paired with free-<backbone> over seeds (mean difference and 95% t
+    interval), a Summary naming the differences beyond both the seed spread and 2 floor std,
+    learning curves where runs have curve.json, costs from a `zoo bench train` record. Writes
+    LEADERBOARD.md, leaderboard.csv and figures/; the committed files reproduce them exactly.
     """
-    from zoo.leaderboard import write_leaderboard
+    from zoo.leaderboard import DEFAULT_BENCH, write_leaderboard
 
     runs_dir = runs_dir or str(Path("results/runs") / suite_name)
     out = out or ("results" if suite_name == "standard" else str(Path("results") / suite_name))
-    r = write_leaderboard(runs_dir, out, figures=not no_figures)
+    if bench_path is None:
+        bench_path = DEFAULT_BENCH if DEFAULT_BENCH.is_file() else None
+    elif bench_path.strip().lower() == "none":
+        bench_path = None
+    r = write_leaderboard(runs_dir, out, figures=not no_figures, bench=bench_path,
+                          suite_file=suite_file)
     if not quiet:
         from rich.console import Console
         from rich.markdown import Markdown
@@ -501,7 +576,7 @@ def leaderboard_cmd(suite_name, runs_dir, out, no_figures, quiet) -> None:
               help="Euler-Maruyama steps of the reverse SDE.")
 @click.option("--refine", default="2000", show_default=True,
               help="Extra SDE step counts at the largest m (seed 0), comma-separated; '' for none.")
-@click.option("--repeats", default=8, show_default=True, type=click.IntRange(min=2),
+@click.option("--repeats", default=20, show_default=True, type=click.IntRange(min=2),
               help="Real-vs-real draws behind each noise floor (computed once).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output directory [default: results/oracle/DATA].")
@@ -571,11 +646,18 @@ def bench() -> None:
               help="Steps per timed block.")
 @click.option("--rounds", default=7, show_default=True, type=POSITIVE_INT,
               help="Interleaved rounds; the median block is reported.")
-def bench_train(pattern, backend_list, batch, data, steps, rounds) -> None:
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A field option for every field timed (repeatable), e.g. --opt width=128 "
+              "to time the standard suite's MLPs.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Also write a JSON record (settings, medians, IQRs, ratios, machine, library "
+              "versions, date) there, e.g. results/bench/train-mlp.json for the leaderboard.")
+def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, out_path) -> None:
     """Median training-step time of every field and its ratio to free-mlp in the same backend."""
     from zoo.bench import bench_train as run
 
-    run(pattern, _backends(backend_list), batch=batch, data=data, steps=steps, rounds=rounds)
+    run(pattern, _backends(backend_list), batch=batch, data=data, steps=steps, rounds=rounds,
+        options=parse_options(opts), out=out_path)
 
 
 @bench.command("sample")

@@ -3,14 +3,20 @@
 The samplers stop at t_min without denoising, so samples are compared with rho_{t_min} data,
 x = alpha(t_min) x0 + sigma(t_min) eps, drawn from the held-out stream default_rng([3, seed])
 (training, plots and the likelihood use other streams). A metric's *floor* is the same metric
-between two fresh real draws of the same sizes (repeated): a sampler is as good as the data can
-tell when its value lies within a few floor stds of the floor mean. For one-sample metrics (mean
-log-density, mode coverage, component KL) the floor is the metric of real data itself.
+between two fresh real draws of the same sizes, repeated 20 times by default (mean and std of
+the 20 values): a sampler is as good as the data can tell when its value lies within a few floor
+stds of the floor mean. For one-sample metrics (mean log-density, mode coverage, component KL)
+the floor is the metric of real data itself. The floors depend on (dataset, sizes, schedule,
+metric settings, repeats) only, never on a run or its seed: they are drawn from
+default_rng([5, n, n_ref]) and cached on disk (``noise_floors``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,58 +58,25 @@ def _real_sampler(ds, schedule: Schedule):
     return sample_real
 
 
-def evaluate_samples(samples: np.ndarray, data: str, *, schedule: str | Schedule = "ou",
-                     seed: int = 0, n_ref: int | None = None, repeats: int = 3,
-                     max_points: int = 5000, prdc_k: int = 5,
-                     floors: dict[str, tuple[float, float]] | None = None) -> dict:
-    """All sample metrics of samples: [n, d] against rho_{t_min} of dataset ``data``.
+# Bump when a metric's code or the floors' draws change: every cached floor then goes stale.
+FLOORS_VERSION = 1
+DEFAULT_REPEATS = 20  # real-vs-real draws behind a noise floor (DESIGN.md: at least 20)
+_MIXTURE_ONLY = ("mode_coverage", "off_mode", "component_kl")
 
-    Reference: n_ref (default n) fresh points from default_rng([3, seed]); the noise floors draw
-    2 x ``repeats`` further sets of sizes (n, n_ref) from the same stream. Metrics: exact W2
-    (each set subsampled to ``max_points``), sliced W2, summed unbiased RBF MMD^2, energy
-    distance, PRDC (k = prdc_k); for datasets with a closed form also the mean log rho_{t_min}
-    (higher is better; its floor is the value for real data), and for Gaussian mixtures the
-    mode coverage (components that get >= 10% of their expected count from points inside
-    their 99.9% ball), the off-mode share (points outside every component's 99.9% ball) and
-    KL(component histogram of all points || weights). Returns {"finite", "n_nonfinite", "n",
-    "n_ref", ..., "metrics": {name: {"value", "floor_mean", "floor_std"}}}; if any sample is
-    non-finite every metric is None (they are not averaged over the finite part, which would
-    hide a diverging sampler).
 
-    floors: precomputed {name: (floor_mean, floor_std)} for these (data, n, n_ref, schedule)
-    (e.g. the "metrics" floors of an earlier call): the floors do not depend on the samples, so
-    a caller evaluating many sample sets skips their 2 x ``repeats`` real draws. The reference
-    set is the same either way (the first draw of default_rng([3, seed])).
-    """
-    from zoo.api import make_schedule
+def _metric_suite(data: str, schedule: Schedule, *, max_points: int, prdc_k: int, seed: int):
+    """(dataset, metric names, all_metrics(fake [n, d], real [m, d]) -> {name: float})."""
     from zoo.data import GaussianMixture, get_dataset
 
     try:
         ds = get_dataset(data)
     except ValueError as e:
         raise ZooError(str(e)) from None
-    schedule = make_schedule(schedule)
-    x = np.asarray(samples, np.float64)
-    if x.ndim != 2 or x.shape[1] != ds.dim or len(x) < 2:
-        raise ZooError(f"samples must be [n >= 2, {ds.dim}] for {data}, got {list(x.shape)}")
-    if repeats < 2:
-        raise ZooError(f"repeats must be >= 2 (a floor needs a spread), got {repeats}")
-    n, n_ref = len(x), len(x) if n_ref is None else n_ref
-    if n_ref < 2:
-        raise ZooError(f"n_ref must be >= 2, got {n_ref}")
-    bad = int(np.sum(~np.all(np.isfinite(x), axis=1)))
-    t_min = float(schedule.t_min)
-    out = {"data": data, "n": n, "n_ref": n_ref, "seed": seed, "repeats": repeats,
-           "max_points": max_points, "prdc_k": prdc_k, "schedule": schedule.name, "t_min": t_min,
-           "finite": bad == 0, "n_nonfinite": bad}
     names = [k for k in METRICS if ds.exact is not None or k not in
-             ("mean_log_density", "mode_coverage", "off_mode", "component_kl")]
+             ("mean_log_density", *_MIXTURE_ONLY)]
     if not isinstance(ds.exact, GaussianMixture):
-        names = [k for k in names if k not in ("mode_coverage", "off_mode", "component_kl")]
-    if bad:
-        out["metrics"] = dict.fromkeys(names)
-        return out
-
+        names = [k for k in names if k not in _MIXTURE_ONLY]
+    t_min = float(schedule.t_min)
     log_density = None
     if ds.exact is not None:
         import torch
@@ -140,34 +113,217 @@ def evaluate_samples(samples: np.ndarray, data: str, *, schedule: str | Schedule
             r["mode_coverage"] = M.mode_coverage(near, m.weights, n=len(fake))
         return r
 
-    sample_real = _real_sampler(ds, schedule)
-    rng = np.random.default_rng([3, seed])
+    return ds, names, all_metrics
+
+
+def floors_cache_dir() -> Path:
+    """Where noise floors are cached: $ZOO_CACHE_DIR/floors, else ~/.cache/zoo/floors."""
+    root = os.environ.get("ZOO_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "zoo") / "floors"
+
+
+def floors_key(data: str, n: int, n_ref: int, *, schedule: str | Schedule = "ou",
+               repeats: int = DEFAULT_REPEATS, max_points: int = 5000, prdc_k: int = 5) -> dict:
+    """Everything a noise floor depends on (JSON): the cache key of ``noise_floors``."""
+    from zoo.api import make_schedule
+
+    sch = make_schedule(schedule)
+    return {"version": FLOORS_VERSION, "data": data, "n": int(n), "n_ref": int(n_ref),
+            "schedule": sch.name, "t_min": float(sch.t_min), "T": float(sch.T),
+            "beta_min": float(sch.beta_min), "beta_max": float(sch.beta_max),
+            "repeats": int(repeats), "max_points": int(max_points), "prdc_k": int(prdc_k),
+            "stream": [5, int(n), int(n_ref)]}
+
+
+def floors_path(key: dict) -> Path:
+    """The cache file of ``key``: <cache>/<data>-n<N>-m<N_REF>-r<REPEATS>-<sha256 of key, 16>.json."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    data = re.sub(r"[^A-Za-z0-9_.-]", "_", key["data"])
+    return floors_cache_dir() / f"{data}-n{key['n']}-m{key['n_ref']}-r{key['repeats']}-{digest}.json"
+
+
+def _read_floors(path: Path, key: dict) -> dict | None:
+    """The cached record at ``path`` if it is whole and made for ``key``, else None."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, unreadable or corrupt: computed again
+        return None
+    if not (isinstance(rec, dict) and rec.get("key") == key and isinstance(rec.get("floors"), dict)
+            and isinstance(rec.get("draws"), dict)):
+        return None
+    for name, v in rec["floors"].items():
+        draws = rec["draws"].get(name)
+        if not (isinstance(v, list) and len(v) == 2 and all(isinstance(a, int | float) for a in v)
+                and isinstance(draws, list) and len(draws) == key["repeats"]):
+            return None
+    return rec
+
+
+def noise_floors(data: str, n: int, n_ref: int | None = None, *, schedule: str | Schedule = "ou",
+                 repeats: int = DEFAULT_REPEATS, max_points: int = 5000, prdc_k: int = 5,
+                 cache: bool = True) -> dict:
+    """The noise floor of every metric of ``evaluate_samples`` for n samples vs n_ref references.
+
+    For r = 1..repeats: two fresh rho_{t_min} draws of sizes n and n_ref, v_r = the metrics
+    between them; floor = (mean_r v_r, std_r v_r) (ddof 1). The draws come from
+    default_rng([5, n, n_ref]) and the metrics' own randomness (W2 subsampling, sliced-W2
+    directions) from seed 0, so a floor is one fixed number per key (``floors_key``), whatever
+    run or seed it is compared with. With ``cache`` it is read from, or computed once and written
+    (atomically) to, ``floors_path(key)`` under ``floors_cache_dir()``; an unreadable or foreign
+    file there is computed again. Returns the record {"key", "floors": {name: [mean, std]},
+    "draws": {name: [v_1, ..., v_repeats]}, "wall_s", "cache": "hit" | "miss" | "off"}.
+    """
+    from zoo import checkpoint
+    from zoo.api import make_schedule
+
+    n_ref = n if n_ref is None else n_ref
+    if repeats < 2:
+        raise ZooError(f"repeats must be >= 2 (a floor needs a spread), got {repeats}")
+    if n < 2 or n_ref < 2:
+        raise ZooError(f"floors need n and n_ref >= 2, got {n} and {n_ref}")
+    sch = make_schedule(schedule)
+    key = floors_key(data, n, n_ref, schedule=sch, repeats=repeats, max_points=max_points,
+                     prdc_k=prdc_k)
+    path = floors_path(key)
+    if cache and (rec := _read_floors(path, key)) is not None:
+        return {**rec, "cache": "hit"}
+    ds, names, all_metrics = _metric_suite(data, sch, max_points=max_points, prdc_k=prdc_k,
+                                           seed=0)
+    sample_real = _real_sampler(ds, sch)
+    rng = np.random.default_rng(key["stream"])
     t0 = time.perf_counter()
-    values = all_metrics(x, sample_real(rng, n_ref))
+    draws = [all_metrics(sample_real(rng, n), sample_real(rng, n_ref)) for _ in range(repeats)]
+    rec = {"key": key,
+           "floors": {k: [float(np.mean([d[k] for d in draws])),
+                          float(np.std([d[k] for d in draws], ddof=1))] for k in names},
+           "draws": {k: [float(d[k]) for d in draws] for k in names},
+           "wall_s": round(time.perf_counter() - t0, 3)}
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(path, rec)
+    return {**rec, "cache": "miss" if cache else "off"}
+
+
+def evaluate_samples(samples: np.ndarray, data: str, *, schedule: str | Schedule = "ou",
+                     seed: int = 0, n_ref: int | None = None, repeats: int = DEFAULT_REPEATS,
+                     max_points: int = 5000, prdc_k: int = 5,
+                     floors: dict[str, tuple[float, float]] | None = None,
+                     cache: bool = True) -> dict:
+    """All sample metrics of samples: [n, d] against rho_{t_min} of dataset ``data``.
+
+    Reference: n_ref (default n) fresh points from default_rng([3, seed]). Each metric's noise
+    floor comes from ``noise_floors`` (``repeats``, default 20, real-vs-real draws of sizes
+    (n, n_ref) from their own stream, cached on disk unless ``cache`` is False). Metrics: exact
+    W2 (each set subsampled to ``max_points``), sliced W2, summed unbiased RBF MMD^2, energy
+    distance, PRDC (k = prdc_k); for datasets with a closed form also the mean log rho_{t_min}
+    (higher is better; its floor is the value for real data), and for Gaussian mixtures the
+    mode coverage (components that get >= 10% of their expected count from points inside
+    their 99.9% ball), the off-mode share (points outside every component's 99.9% ball) and
+    KL(component histogram of all points || weights). Returns {"finite", "n_nonfinite", "n",
+    "n_ref", "repeats", ..., "floors_cache", "metrics": {name: {"value", "floor_mean",
+    "floor_std"}}}; if any sample is non-finite every metric is None (they are not averaged over
+    the finite part, which would hide a diverging sampler).
+
+    floors: precomputed {name: (floor_mean, floor_std)} for these (data, n, n_ref, schedule)
+    (e.g. the "metrics" floors of an earlier call): used as given ("repeats" then records
+    whatever the caller passed). The reference set is the same either way.
+    """
+    from zoo.api import make_schedule
+
+    schedule = make_schedule(schedule)
+    ds, names, all_metrics = _metric_suite(data, schedule, max_points=max_points, prdc_k=prdc_k,
+                                           seed=seed)
+    x = np.asarray(samples, np.float64)
+    if x.ndim != 2 or x.shape[1] != ds.dim or len(x) < 2:
+        raise ZooError(f"samples must be [n >= 2, {ds.dim}] for {data}, got {list(x.shape)}")
+    if repeats < 2:
+        raise ZooError(f"repeats must be >= 2 (a floor needs a spread), got {repeats}")
+    n, n_ref = len(x), len(x) if n_ref is None else n_ref
+    if n_ref < 2:
+        raise ZooError(f"n_ref must be >= 2, got {n_ref}")
+    bad = int(np.sum(~np.all(np.isfinite(x), axis=1)))
+    out = {"data": data, "n": n, "n_ref": n_ref, "seed": seed, "repeats": repeats,
+           "max_points": max_points, "prdc_k": prdc_k, "schedule": schedule.name,
+           "t_min": float(schedule.t_min), "finite": bad == 0, "n_nonfinite": bad}
+    if bad:
+        out["metrics"] = dict.fromkeys(names)
+        return out
+
+    t0 = time.perf_counter()
+    values = all_metrics(x, _real_sampler(ds, schedule)(np.random.default_rng([3, seed]), n_ref))
     if floors is None:
-        floors = M.noise_floor(all_metrics, sample_real, (n, n_ref), repeats=repeats, rng=rng)
+        rec = noise_floors(data, n, n_ref, schedule=schedule, repeats=repeats,
+                           max_points=max_points, prdc_k=prdc_k, cache=cache)
+        floors = rec["floors"]
+        out["floors_stream"], out["floors_cache"] = rec["key"]["stream"], rec["cache"]
     elif missing := [k for k in names if k not in floors]:
         raise ZooError(f"floors lack {', '.join(missing)}")
+    else:
+        out["floors_cache"] = "given"
     out["metrics"] = {k: {"value": values[k], "floor_mean": floors[k][0], "floor_std": floors[k][1]}
                       for k in names}
     out["wall_s"] = time.perf_counter() - t0
     return out
 
 
+def _read_samples(path: Path) -> tuple[np.ndarray, dict]:
+    """(samples, {"nfe", "wall_s", "sample_settings"}) of a samples file; ZooError if unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x = f["samples"]
+            info = {"nfe": int(f["nfe"]), "wall_s": float(f["wall_s"]),
+                    "sample_settings": json.loads(str(f["settings"]))}
+    except (OSError, KeyError, ValueError) as e:
+        raise ZooError(f"{path}: unreadable samples file ({e})") from None
+    if not isinstance(info["sample_settings"], dict):
+        raise ZooError(f"{path}: unreadable samples file (settings are not a JSON object)")
+    return x, info
+
+
+def stale_reason(path: Path, want: dict) -> str | None:
+    """Why the samples file ``path`` cannot stand for a draw with provenance ``want``
+    (``zoo.sampling.sample_provenance``), or None when it can: it exists, is readable, and
+    records the same weights (sha256) and every same setting, n points included."""
+    if not path.is_file():
+        return "no samples file"
+    try:
+        x, info = _read_samples(path)
+    except ZooError as e:
+        return str(e)
+    have = info["sample_settings"]
+    if "weights_sha256" not in have:
+        return "the file records no provenance (made before samples recorded their weights)"
+    for k, v in want.items():
+        if have.get(k) != v:
+            if k == "weights_sha256":
+                return (f"drawn from other weights ({have.get('weights')} sha256 "
+                        f"{str(have.get(k))[:12]} there, {str(v)[:12]} now)")
+            return f"{k} {have.get(k, '(unset)')!r} there, {v!r} requested"
+    if len(x) != want["n"]:
+        return f"{len(x)} samples there, n {want['n']} requested"
+    return None
+
+
 def eval_run(run_dir: str | Path, *, n: int = 2000, seed: int = 0,
              solvers: tuple[tuple[str, str | None], ...] = (("ode", None), ("sde", None)),
-             repeats: int = 3) -> dict:
+             repeats: int = DEFAULT_REPEATS) -> dict:
     """Evaluate a run's samples for each (solver, method); writes and returns eval.json.
 
-    Uses samples-<solver>-<method>.npz in the run directory when it exists (whatever its n),
-    else samples n points with seed ``seed`` (which writes that file and its plot). method None
-    means ``zoo.sampling.default_method(solver, "torch")``. The result holds the settings, one
+    Reuses samples-<solver>-<method>.npz in the run directory only when it records the run's
+    current EMA weights (their sha256 in config.json) and exactly this draw: n points, seed
+    ``seed``, the solver, method and every other sampler setting at its default
+    (``zoo.sampling.sample_provenance``). Anything else (other weights, n, seed or settings, a
+    file from before samples recorded their provenance, an unreadable file) is sampled again,
+    which rewrites that file and its plot; each entry says "reused" and, when it was not,
+    "resampled_reason". method None means ``zoo.sampling.default_method(solver, "torch")``.
+    Every metric stands beside its noise floor from ``repeats`` (default 20) real-vs-real draws
+    (``noise_floors``, cached). The result holds the settings, the weights' sha256, one
     ``evaluate_samples`` entry per "<solver>-<method>" (with the sampler's nfe, wall time and
     settings), and nll.json's numbers under "nll" when the run has that file.
     """
     from zoo import checkpoint
     from zoo.api import make_schedule
-    from zoo.sampling import SOLVERS, default_method, methods, sample_run
+    from zoo.sampling import SOLVERS, default_method, methods, sample_provenance, sample_run
 
     if n <= 0:
         raise ZooError(f"n must be positive, got {n}")
@@ -181,38 +337,43 @@ def eval_run(run_dir: str | Path, *, n: int = 2000, seed: int = 0,
         if s not in SOLVERS or m not in methods(s, "torch"):
             raise ZooError(f"unknown solver/method {s}:{m}; choose a solver from "
                            f"{', '.join(SOLVERS)} and a method from `zoo sample --help`")
+    # the weights on disk must be the ones config.json names, or no samples file can vouch for them
+    checkpoint.read_weights(run_dir, "ema")
     result = {"run": str(run_dir), "arch": cfg["arch"], "backend": cfg["backend"],
-              "data": cfg["data"],
+              "data": cfg["data"], "weights_sha256": cfg["sha256"]["ema.safetensors"],
               "settings": {"n": n, "seed": seed, "repeats": repeats,
                            "solvers": [list(p) for p in pairs], "reference_stream": [3, seed],
                            "schedule": cfg["schedule"], "t_min": cfg["t_min"], "T": cfg["T"]},
               "solvers": {}}
     for solver, method in pairs:
         path = run_dir / f"samples-{solver}-{method}.npz"
-        reused = path.is_file()
-        if not reused:
+        want = sample_provenance(cfg, n=n, seed=seed, solver=solver, method=method)
+        reason = stale_reason(path, want)
+        if reason is not None:
+            path.unlink(missing_ok=True)  # a failed draw must not leave the stale file to be read
             try:
                 sample_run(run_dir, n=n, seed=seed, solver=solver, method=method, plot=True)
             except ZooError:
                 if not path.is_file():  # non-finite samples are saved (and evaluated as such)
                     raise
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                x = f["samples"]
-                info = {"nfe": int(f["nfe"]), "wall_s": float(f["wall_s"]),
-                        "sample_settings": json.loads(str(f["settings"]))}
-        except (OSError, KeyError, ValueError) as e:
-            raise ZooError(f"{path}: unreadable samples file ({e})") from None
+        x, info = _read_samples(path)
         ev = evaluate_samples(x.reshape(len(x), -1), cfg["data"], schedule=schedule, seed=seed,
                               repeats=repeats)
         result["solvers"][f"{solver}-{method}"] = {**ev, **info, "samples_file": path.name,
-                                                   "reused": reused}
+                                                   "reused": reason is None,
+                                                   "resampled_reason": reason}
     nll = run_dir / "nll.json"
     if nll.is_file():
         try:
-            result["nll"] = json.loads(nll.read_text())
+            rec = json.loads(nll.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ZooError(f"{nll}: unreadable ({e})") from None
+        if not isinstance(rec, dict):
+            raise ZooError(f"{nll}: unreadable (not a JSON object)")
+        if rec.get("weights_sha256", result["weights_sha256"]) == result["weights_sha256"]:
+            result["nll"] = rec
+        else:  # measured on other weights: not this run's number
+            result["nll_skipped"] = "nll.json measured other weights (sha256 differs)"
     checkpoint.write_json(run_dir / "eval.json", result)
     return result
 

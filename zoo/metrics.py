@@ -3,7 +3,8 @@
 Two-sample metrics take x: [n, d] (e.g. samples) and y: [m, d] (e.g. real data) and are 0 when
 the two sets come from one distribution only in the population limit; a finite-sample value
 means something only beside its *noise floor*, the same metric between two independent draws of
-real data of the same sizes (``noise_floor``). Mixture metrics need the closed-form density.
+real data of the same sizes (``noise_floor``, from at least 20 draws). Mixture metrics need the
+closed-form density.
 """
 
 from __future__ import annotations
@@ -165,16 +166,19 @@ def component_kl(counts: np.ndarray, weights: np.ndarray, eps: float = 1e-12) ->
 
 def noise_floor(metric_fn: Callable[[np.ndarray, np.ndarray], float | Mapping[str, float]],
                 sample_real: Callable[[np.random.Generator, int], np.ndarray],
-                n: int | tuple[int, int], repeats: int = 5,
+                n: int | tuple[int, int], repeats: int = 20,
                 rng: np.random.Generator | int | None = 0
                 ) -> tuple[float, float] | dict[str, tuple[float, float]]:
-    """The metric between two independent real-data draws, repeated: its (mean, std).
+    """The metric between two independent real-data draws, repeated (20 times by default): its
+    (mean, std).
 
     For r = 1..repeats: x_r = sample_real(rng, n_x), y_r = sample_real(rng, n_y) (one generator,
     so every draw is fresh), v_r = metric_fn(x_r, y_r); returns (mean_r v_r, std_r v_r) with the
     sample std (ddof = 1; 0 if repeats = 1). n: n_x = n_y = n, or (n_x, n_y) to match the sizes
     of the comparison being judged. If metric_fn returns a dict of floats, each key gets its own
     (mean, std) and all metrics share the same draws (one dict {key: (mean, std)} comes back).
+    A handful of draws biases the picture (gmm8, n = 2000: W2 floor 0.253 ± 0.045 from 3 draws,
+    0.198 ± 0.040 from 20), hence the default; ``zoo.evaluate.noise_floors`` caches them.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")

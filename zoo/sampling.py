@@ -40,6 +40,16 @@ def default_method(solver: str, engine: str) -> str:
     return "dopri5" if engine == "torch" else "tsit5"
 
 
+def default_steps(solver: str, method: str, steps: int | None) -> int | None:
+    """The step count a sampler uses: ``steps``, or 500 for an SDE, 100 for a fixed-step ODE
+    method, None for an adaptive one."""
+    if steps is not None:
+        return steps
+    if solver == "sde":
+        return 500
+    return 100 if method in ("euler", "midpoint", "rk4", "heun") else None
+
+
 def field_fn(field, backend: str, shape: tuple[int, ...]):
     """The field as a torch function for torchdiffeq/torchsde (JAX through the DLPack bridge)."""
     from solvers.adapters import JaxFieldFn, TorchFieldFn
@@ -85,10 +95,7 @@ def sample_field(field, backend: str, schedule: Schedule, shape: tuple[int, ...]
     if method not in methods(solver, engine):
         raise ZooError(f"unknown {solver} method {method!r} for engine {engine}; choose from "
                        f"{', '.join(methods(solver, engine))}")
-    if solver == "sde" and steps is None:
-        steps = 500
-    if steps is None and method in ("euler", "midpoint", "rk4", "heun"):
-        steps = 100
+    steps = default_steps(solver, method, steps)
     x_T = np.random.default_rng(seed).standard_normal((n, *shape)).astype(dtype)
     settings = {"solver": solver, "method": method, "steps": steps, "rtol": rtol, "atol": atol,
                 "engine": engine, "rho": rho, "seed": seed, "n": n, "denoise": denoise,
@@ -137,19 +144,44 @@ def _tweedie(fn, schedule, x):
     return tweedie(fn, schedule, x, schedule.t_min).numpy()
 
 
+def sample_provenance(cfg: dict, *, n: int, seed: int = 0, solver: str = "ode",
+                      method: str | None = None, steps: int | None = None, rtol: float = 1e-5,
+                      atol: float = 1e-5, engine: str = "torch", rho: float = 2.0,
+                      denoise: bool = False, ema: bool = True) -> dict:
+    """What a samples file of the run with config ``cfg`` drawn with these settings records about
+    what made it: the weights file and its sha256 (config.json's), the run's backend, dtype and
+    schedule times, and every sampler setting (defaults resolved). Two samples files with equal
+    provenance hold the same numbers; ``zoo.evaluate.eval_run`` reuses a file only then.
+    """
+    method = method or default_method(solver, engine)
+    weights = f"{'ema' if ema else 'weights'}.safetensors"
+    sums = cfg.get("sha256")
+    return {"weights": weights,
+            "weights_sha256": sums.get(weights) if isinstance(sums, dict) else None,
+            "backend": cfg["backend"], "dtype": cfg["dtype"], "ema": ema,
+            "solver": solver, "method": method, "steps": default_steps(solver, method, steps),
+            "rtol": rtol, "atol": atol, "engine": engine, "rho": rho, "seed": seed, "n": n,
+            "denoise": denoise, "t_min": cfg["t_min"], "T": cfg["T"]}
+
+
 def sample_run(run_dir: str | Path, *, n: int, seed: int = 0, solver: str = "ode",
                method: str | None = None, steps: int | None = None, rtol: float = 1e-5,
                atol: float = 1e-5, engine: str = "torch", rho: float = 2.0,
                denoise: bool = False, ema: bool = True, plot: bool = True,
                progress: bool = False) -> Path:
-    """Sample a run's field; writes samples-<solver>-<method>.npz (and .png). Returns the npz path."""
+    """Sample a run's field; writes samples-<solver>-<method>.npz (and .png). Returns the npz path.
+
+    The npz holds samples [n, *shape], nfe, wall_s and ``settings`` (JSON): the
+    ``sample_provenance`` of the draw (weights file and sha256, every sampler setting) and
+    whether every sample is finite.
+    """
     from zoo.api import load, make_schedule
     from zoo.data import get_dataset
 
     if n <= 0:
         raise ZooError(f"n must be positive, got {n}")
     method = method or default_method(solver, engine)
-    field, cfg = load(run_dir, ema=ema)
+    field, cfg = load(run_dir, ema=ema)  # checks the weights' sha256 against config.json
     schedule = make_schedule(cfg["schedule"], cfg["t_min"], cfg["T"])
     ds = get_dataset(cfg["data"])
     shape = tuple(cfg.get("shape") or ds.shape)
@@ -158,7 +190,9 @@ def sample_run(run_dir: str | Path, *, n: int, seed: int = 0, solver: str = "ode
                        denoise=denoise, dtype=cfg["dtype"], progress=progress)
     x = out["samples"]
     finite = bool(np.all(np.isfinite(x)))
-    settings = {**out["settings"], "ema": ema, "backend": cfg["backend"], "finite": finite}
+    settings = {**out["settings"], **sample_provenance(
+        cfg, n=n, seed=seed, solver=solver, method=method, steps=steps, rtol=rtol, atol=atol,
+        engine=engine, rho=rho, denoise=denoise, ema=ema), "finite": finite}
     stem = f"samples-{solver}-{method}"
     buf = io.BytesIO()
     np.savez(buf, samples=x, nfe=out["nfe"], wall_s=out["wall_s"],
@@ -242,7 +276,7 @@ def nll_run(run_dir: str | Path, *, n: int, seed: int = 0, estimator: str = "aut
     pixels mapped to [-1, 1] (no dequantisation): comparable between fields, not with the
     discrete-data bits/dim of the literature.
     estimator: "exact" (Jacobian trace), "hutchinson" (Rademacher), or "auto" (exact for d <= 64).
-    Writes nll.json and returns it.
+    Writes nll.json (with the sha256 of the weights it measured) and returns it.
     """
     import torch
 
@@ -274,7 +308,8 @@ def nll_run(run_dir: str | Path, *, n: int, seed: int = 0, estimator: str = "aut
     result = {"nll_nats": float(-logp.mean()), "se": float(logp.std() / math.sqrt(n)),
               "bits_per_dim": float(-logp.mean() / (ds.dim * math.log(2))), "n": n,
               "seed": seed, "estimator": estimator, "nfe": nfe, "rtol": rtol, "atol": atol,
-              "wall_s": time.perf_counter() - t0, "ema": ema}
+              "wall_s": time.perf_counter() - t0, "ema": ema,
+              "weights_sha256": cfg["sha256"][f"{'ema' if ema else 'weights'}.safetensors"]}
     if ds.exact is not None:  # the closed-form reference: -log rho_{t_min} of the same points
         from zoo.api import create
 

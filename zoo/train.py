@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class TrainConfig:
     # backbone table): width, depth, ... for mlp; channels, mults, ... for unet; every option is
     # filled in with its default by validate(), so config.json names all of them
     device: str = "cpu"  # torch fields: "cpu" or "cuda" (JAX uses its default device)
+    eval_at: list = field(default_factory=list)  # steps (< steps) whose EMA weights are kept in
+    # snapshots/ema-<step>.safetensors, for a learning curve (`zoo curve`); the final EMA weights
+    # are the curve's last point
     plugins: list = field(default_factory=list)  # modules that register the field (re-imported by load)
     penalty: dict = field(default_factory=dict)  # overrides of the field's training penalty, e.g. lambda
 
@@ -107,6 +111,11 @@ class TrainConfig:
             raise ZooError(f"t_rho must be a finite number >= 1, got {self.t_rho}")
         make_schedule(self.schedule, self.t_min, self.T)
         self.penalty_spec()
+        if not (isinstance(self.eval_at, list | tuple)
+                and all(isinstance(v, int) and 0 < v < self.steps for v in self.eval_at)):
+            raise ZooError(f"eval_at must be steps between 1 and steps - 1 = {self.steps - 1}, "
+                           f"got {self.eval_at!r}")
+        self.eval_at = sorted(set(self.eval_at))
         if self.device not in ("cpu", "cuda"):
             raise ZooError(f"device must be cpu or cuda, got {self.device!r}")
         if self.device == "cuda":
@@ -196,7 +205,7 @@ class NonFiniteError(ZooError):
 
 
 def fit(cfg: TrainConfig, on_log=None, progress=None, *, start: tuple[dict, dict] | None = None,
-        on_checkpoint=None):
+        on_checkpoint=None, on_snapshot=None):
     """Train in memory; ``on_log(step, mean_loss, steps_per_s)`` every ``log_every`` steps.
 
     ``progress(step)`` is called after every step (for a progress bar). Returns the trainer.
@@ -205,9 +214,12 @@ def fit(cfg: TrainConfig, on_log=None, progress=None, *, start: tuple[dict, dict
     ``on_checkpoint(step, (arrays, meta))`` every ``checkpoint_every`` steps before the last:
     arrays from ``Trainer.state_dict``; meta = {"trainer": its meta, "rng": the numpy
     bit_generator state, "loop": {"step", "acc", "n_acc", "first_loss"}} (JSON-able).
+    ``on_snapshot(step, ema_params)`` at every step of ``cfg.eval_at`` (before that step's
+    checkpoint, so a resumed run has every snapshot up to its checkpoint).
     Raises NonFiniteError at the first step whose loss or gradient norm is not finite.
     """
     trainer, ds, rng = make_trainer(cfg)
+    snap = set(cfg.eval_at)
     loop = {"step": 0, "acc": 0.0, "n_acc": 0, "first_loss": None}
     if start is not None:
         arrays, meta = start
@@ -243,6 +255,8 @@ def fit(cfg: TrainConfig, on_log=None, progress=None, *, start: tuple[dict, dict
             if on_log:
                 on_log(step, acc / n_acc, rate)
             acc, n_acc = 0.0, 0
+        if on_snapshot and step in snap:
+            on_snapshot(step, trainer.ema_params())
         if on_checkpoint and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             arrays, tmeta = trainer.state_dict()
             on_checkpoint(step, (arrays, {
@@ -255,7 +269,9 @@ def fit(cfg: TrainConfig, on_log=None, progress=None, *, start: tuple[dict, dict
 
 
 # settings a command may change and still continue a run: they do not change its numbers
-RESUMABLE_CHANGES = ("checkpoint_every", "device")  # device: float rounding, not the algorithm
+# device: float rounding, not the algorithm; eval_at: which EMA weights are kept, not the training
+RESUMABLE_CHANGES = ("checkpoint_every", "device", "eval_at")
+SNAPSHOTS = "snapshots"  # the folder of a run's eval_at EMA weights
 _OWN_FILES = ("weights.safetensors", "ema.safetensors")
 
 
@@ -331,12 +347,20 @@ def _train_locked(cfg, ds, run_dir: Path, show_progress: bool, force: bool, vers
         if (p.name.startswith("ckpt-") and p.name != keep) or p.name in _OWN_FILES \
                 or (p.name.startswith(".") and ".tmp" in p.name):
             p.unlink(missing_ok=True)
+    if start is None:  # from step 0 (new, --force): nothing made from earlier weights may stay
+        checkpoint.remove_downstream(run_dir)
 
     meta = {**dataclasses.asdict(cfg), "dim": ds.dim, "shape": list(ds.shape),
             "zoo_version": version, "status": "running"}
     if start:
         meta.update(checkpoint=old["checkpoint"], sha256={keep: old["sha256"][keep]},
                     resumed_at=[*old.get("resumed_at", []), step0])
+        # snapshots up to the checkpoint are kept; later ones are written again (bitwise equal)
+        meta["snapshots"] = {k: v for k, v in old.get("snapshots", {}).items()
+                             if int(k.split("-")[1].split(".")[0]) <= step0}
+    else:
+        shutil.rmtree(run_dir / SNAPSHOTS, ignore_errors=True)  # an earlier attempt's
+        meta["snapshots"] = {}
     config_path = run_dir / "config.json"
     checkpoint.write_json(config_path, meta)
     metrics_path = run_dir / "metrics.jsonl"
@@ -368,13 +392,20 @@ def _train_locked(cfg, ds, run_dir: Path, show_progress: bool, force: bool, vers
         if old_file and old_file != name:
             (run_dir / old_file).unlink(missing_ok=True)
 
+    def on_snapshot(step, params):
+        name = f"ema-{step:08d}"
+        (run_dir / SNAPSHOTS).mkdir(exist_ok=True)
+        meta["snapshots"][f"{name}.safetensors"] = checkpoint.write_weights(
+            run_dir / SNAPSHOTS, name, params)
+        checkpoint.write_json(config_path, meta)
+
     try:
         with _progress(show_progress, cfg, step0) as advance:
             def progress(step):
                 advance(step, last.get("loss"), last.get("steps_per_s"))
 
             trainer = fit(cfg, on_log=on_log, progress=progress, start=start,
-                          on_checkpoint=on_checkpoint)
+                          on_checkpoint=on_checkpoint, on_snapshot=on_snapshot)
     except BaseException as e:  # the run directory says why it stopped, then the error goes on
         if isinstance(e, NonFiniteError):
             ref = meta.get("checkpoint")

@@ -1,7 +1,8 @@
 """One run of a sweep: train -> nll -> eval (samples ODE and SDE) -> check, and its sweep.json.
 
 A job's state is ``sweep.json`` in its run directory: ``complete`` (skipped when the sweep is run
-again with the same settings), ``failed`` with the stage and reason, or ``running``. A stage whose
+again with the same settings), ``failed`` with the stage and reason, or ``running`` (shown as
+``killed`` by ``run_status`` when no process holds the run's lock any more). A stage whose
 output file exists is not redone, so a killed run loses at most the stage in flight (and training
 continues from its last checkpoint); a run whose recorded settings differ from the suite's is
 started afresh. A per-run lock (``.sweep.lock``) keeps two sweeps on one results directory from
@@ -18,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from zoo.checkpoint import DOWNSTREAM
 from zoo.registry import ZooError
 from zoo.sweep.suites import Job
 
@@ -28,6 +30,28 @@ def read_status(run_dir: str | Path) -> dict | None:
         return json.loads((Path(run_dir) / "sweep.json").read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+KILLED_REASON = "the sweep working on it stopped (no process holds its lock)"
+
+
+def run_status(run_dir: str | Path) -> dict | None:
+    """sweep.json of a run as it should be shown: like ``read_status``, except that a run it calls
+    ``running`` while no process holds the run's ``.sweep.lock`` is ``killed`` (with
+    ``KILLED_REASON``). A live sweep holds that lock for as long as it works on the run and writes
+    its last record before letting go; the kernel drops the lock of a killed worker, so nobody
+    will finish such a run until a sweep is started again."""
+    from zoo import checkpoint
+
+    st = read_status(run_dir)
+    if not (isinstance(st, dict) and st.get("status") == "running"):
+        return st
+    if checkpoint.is_locked(run_dir, ".sweep.lock"):
+        return st
+    st = read_status(run_dir)  # the sweep may have finished (and let go) since the first read
+    if isinstance(st, dict) and st.get("status") == "running":
+        st = {**st, "status": "killed", "reason": KILLED_REASON}
+    return st
 
 
 def is_complete(job: Job) -> bool:
@@ -48,8 +72,9 @@ def _commit() -> str:
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
 
 
-# files made by the stages after training: stale once the weights change
-_DOWNSTREAM = ("nll.json", "eval.json", "check.json", "check-field.png")
+# files made by the stages after training: stale once the weights change (with samples-* and
+# snapshots/: zoo.checkpoint.remove_downstream deletes them all)
+_DOWNSTREAM = DOWNSTREAM
 
 
 def run_job(job: Job, commit: str = "unknown") -> dict:
@@ -108,7 +133,7 @@ def _run_stages(job: Job, run_dir: Path, commit: str) -> dict:
                   "seed": job.seed, "spec": job.spec, "commit": commit, "status": "running",
                   "pid": os.getpid(), "stages": {}}
         checkpoint.write_json(run_dir / "sweep.json", record)
-        for stage in ("train", "nll", "eval", "check"):
+        for stage in _STAGE_FN:
             s0 = time.perf_counter()
             done = _STAGE_FN[stage](job, run_dir)
             record["stages"][stage] = "reused" if done else round(time.perf_counter() - s0, 2)
@@ -140,7 +165,7 @@ def _train_stage(job: Job, run_dir: Path) -> bool:
     cfg = TrainConfig(arch=job.arch, backend=job.backend, data=job.data, seed=job.seed,
                       steps=t["steps"], batch=t["batch"], lr=float(t["lr"]),
                       t_sampling=t["t_sampling"], options=dict(t.get("options", {})),
-                      device=device)
+                      device=device, eval_at=list(t.get("eval_at", [])))
     cfg.validate()  # fills in every option's default, as config.json records them
     try:
         have = checkpoint.read_config(run_dir)
@@ -149,16 +174,16 @@ def _train_stage(job: Job, run_dir: Path) -> bool:
     complete = bool(have and have.get("status") == "complete")
     if complete and all(have.get(k) == v for k, v in (
             ("steps", cfg.steps), ("batch", cfg.batch), ("lr", cfg.lr),
-            ("t_sampling", cfg.t_sampling), ("options", cfg.options))):
+            ("t_sampling", cfg.t_sampling), ("options", cfg.options),
+            ("eval_at", cfg.eval_at))):
         try:
             checkpoint.read_weights(run_dir, "ema")
             return True
         except ZooError:
             pass  # weights missing or altered: train again
-    for name in _DOWNSTREAM:
-        (run_dir / name).unlink(missing_ok=True)
-    for p in run_dir.glob("samples-*"):
-        p.unlink()
+    # nothing made from other weights may stay; an unfinished run keeps the snapshots up to its
+    # checkpoint (train rewrites the rest)
+    checkpoint.remove_downstream(run_dir, snapshots=complete)
     # an unfinished run continues from its last checkpoint; a complete one that cannot be used
     # (other settings, altered weights) is trained again from the start
     train(cfg, out=run_dir, show_progress=False, force=complete)
@@ -200,5 +225,15 @@ def _check_stage(job: Job, run_dir: Path) -> bool:
     return False
 
 
+def _curve_stage(job: Job, run_dir: Path) -> bool:
+    from zoo.curves import curve_run
+
+    if not job.spec["train"].get("eval_at") or (run_dir / "curve.json").is_file():
+        return True
+    c = job.spec["curve"]
+    curve_run(run_dir, n=c["n"], seed=job.seed, repeats=job.spec["eval"]["repeats"])
+    return False
+
+
 _STAGE_FN = {"train": _train_stage, "nll": _nll_stage, "eval": _eval_stage,
-             "check": _check_stage}
+             "check": _check_stage, "curve": _curve_stage}

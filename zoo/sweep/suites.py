@@ -8,6 +8,7 @@ run lands in ``<root>/<suite>/<data>/<arch>-<backend>-s<seed>/``.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import tomllib
 from dataclasses import dataclass
@@ -21,33 +22,47 @@ RUNS_ROOT = Path("results/runs")
 _STAGES = {
     # power t-sampling (more small t, where the score is sharp): on gmm8 it brings free-mlp's
     # ODE samples from W2 0.37 to 0.27 against a noise floor of 0.24 (1500 steps, width 128)
-    "train": {"steps": 3000, "batch": 512, "lr": 1e-3, "t_sampling": "power"},
+    "train": {"steps": 3000, "batch": 512, "lr": 1e-3, "t_sampling": "power", "eval_at": []},
     "nll": {"n": 500},
-    "eval": {"n": 2000, "repeats": 3},
+    "eval": {"n": 2000, "repeats": 20},  # floors from 20 real-vs-real draws (3 biased them high)
     "check": {"n_points": 128, "n_loops": 16},
+    # the learning curve over train.eval_at (skipped when that is empty): ODE samples per point
+    "curve": {"n": 2000},
 }
+
+CURVE_STEPS = [500, 1000, 2000, 4000, 8000, 12000, 16000, 20000, 25000]
 
 SUITES: dict[str, dict] = {
     "quick": {
-        "description": "every MLP field, both backends, gmm8 and checkerboard, 1 seed "
-                       "(about 10 minutes on 2 cores)",
-        "fields": ["*-mlp"], "datasets": ["gmm8", "checkerboard"], "seeds": 1,
-        "backends": ["torch", "jax"],
-        "train": {"steps": 1500}, "eval": {"n": 1000}, "nll": {"n": 300},
+        "description": "every MLP field on gmm8 at the standard budget, JAX, with a torch twin "
+                       "of free-mlp for parity, 1 seed (about 10 minutes on 2 cores)",
+        "fields": ["*-mlp"], "datasets": ["gmm8"], "seeds": 1,
+        "backends": ["jax", "torch"], "backend_fields": {"torch": ["free-mlp"]},
+        "train": {"steps": 30000},
         "options": {"mlp": {"width": 128, "depth": 3}},
     },
     "standard": {
-        "description": "every MLP field on all 2-D datasets and gmm-d (d = 16), 3 seeds",
+        "description": "every MLP field on all 2-D datasets and gmm-d (d = 16), 3 seeds in JAX "
+                       "and a torch twin of seed 0, 30000 steps with a learning curve",
         "fields": ["*-mlp"],
         "datasets": ["gmm8", "checkerboard", "moons", "swissroll", "rings", "gmm-d"],
-        "seeds": 3, "backends": ["torch", "jax"],
+        "seeds": 3, "backends": ["jax", "torch"], "seeds_per_backend": {"torch": 1},
+        # 30000 steps: on gmm8 (seed 0) energysq-mlp's log rho levels off by 12000 steps
+        # (-1.794 there, -1.781 at 30000; floor -1.744 +- 0.023) while free-mlp still gains
+        # 0.08 nats from 12000 to 30000 (-1.867 -> -1.781): a shorter budget would measure
+        # learning speed (results/LEADERBOARD.md draws every field's curve)
+        "train": {"steps": 30000, "eval_at": CURVE_STEPS},
         "options": {"mlp": {"width": 128, "depth": 3}},
     },
 }
 
 # "options": field options per backbone ({"mlp": {"width": 128}, "unet": {"channels": 64}}),
 # checked against the registry's option tables; what a suite does not name takes its default
-SUITE_KEYS = {"description", "fields", "datasets", "seeds", "backends", "options", *_STAGES}
+# "seeds_per_backend": fewer seeds for a backend ({"torch": 1}: torch twins of seed 0 only; a
+# torch and a JAX run of one seed are one training, so the twins show parity, not variance)
+# "backend_fields": fields (fnmatch patterns) a backend is limited to ({"torch": ["free-mlp"]})
+SUITE_KEYS = {"description", "fields", "datasets", "seeds", "backends", "options",
+              "seeds_per_backend", "backend_fields", *_STAGES}
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -124,6 +139,17 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
     bks = list(backends or s.get("backends", list(BACKENDS)))
     if not bks or any(b not in BACKENDS for b in bks):
         raise ZooError(f"backends must be among {', '.join(BACKENDS)}, got {bks}")
+    per_backend = s.get("seeds_per_backend", {})
+    if not (isinstance(per_backend, dict) and all(
+            b in BACKENDS and isinstance(k, int) and k >= 1 for b, k in per_backend.items())):
+        raise ZooError(f"suite {name!r}: seeds_per_backend must map backends to positive "
+                       f"integers, got {per_backend!r}")
+    only = s.get("backend_fields", {})
+    if not (isinstance(only, dict) and all(
+            b in BACKENDS and isinstance(v, list) and all(isinstance(p, str) for p in v)
+            for b, v in only.items())):
+        raise ZooError(f"suite {name!r}: backend_fields must map backends to lists of field "
+                       f"patterns, got {only!r}")
     for d in s["datasets"]:
         try:
             zoo.get_dataset(d)
@@ -139,6 +165,12 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
             raise ZooError(f"suite {name!r}: unknown {stage} setting(s) {', '.join(unknown)}")
         spec[stage] = {**defaults, **given}
         for k, v in spec[stage].items():
+            if k == "eval_at":
+                if not (isinstance(v, list) and all(
+                        isinstance(i, int) and 0 < i < spec["train"]["steps"] for i in v)):
+                    raise ZooError(f"suite {name!r}: train.eval_at must be a list of steps "
+                                   f"between 1 and train.steps - 1, got {v!r}")
+                continue
             if k == "t_sampling":
                 if v not in ("uniform", "power"):
                     raise ZooError(f"suite {name!r}: train.t_sampling must be uniform or power")
@@ -166,6 +198,9 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
             for backend in bks:
                 if backend not in zoo.registry.backends_of(arch):
                     continue
+                if backend in only and not any(fnmatch.fnmatchcase(arch, p)
+                                               for p in only[backend]):
+                    continue
                 info = zoo.get_info(arch, backend)
                 if info.data == "image" and len(shape) != 3:
                     continue  # an image field on points: not a run of this suite
@@ -176,7 +211,7 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
                     except ZooError as e:
                         raise ZooError(f"suite {name!r}, {arch}: {e}") from None
                 job_spec = {**spec, "train": {**spec["train"], "options": given}}
-                for seed in range(n_seeds):
+                for seed in range(min(n_seeds, per_backend.get(backend, n_seeds))):
                     run_dir = Path(root) / name / data / f"{arch}-{backend}-s{seed}"
                     jobs.append(Job(name, arch, backend, data, seed, str(run_dir), job_spec,
                                     device))

@@ -1,0 +1,404 @@
+"""`zoo leaderboard` on hand-made run directories (well-formed JSON with chosen numbers): rows over
+one backend's seeds, paired comparisons with free-mlp and the Summary's rule, learning-curve
+plateaus, costs from a bench record, killed sweeps, and byte-for-byte regeneration from the files
+git commits. `zoo bench train --out` writes the record the leaderboard reads."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo import checkpoint
+from zoo.cli import main
+from zoo.leaderboard import build, collect, read_run, write_leaderboard
+from zoo.leaderboard.curves import plateau
+
+# (data, arch) -> per jax seed: (log rho or None, NLL, MMD). The torch twin of seed s is seed s's
+# JAX result plus TWIN (identical training, float rounding apart).
+NUMBERS = {
+    ("gmm8", "free-mlp"): [(-2.10, 1.90, 0.0015), (-2.20, 1.95, 0.0020)],
+    ("gmm8", "energy-mlp"): [(-3.80, 1.93, 0.0290), (-3.70, 1.96, 0.0280)],
+    ("moons", "free-mlp"): [(None, 2.00, 0.02560), (None, 2.10, 0.02500)],
+    ("moons", "energy-mlp"): [(None, 1.80, 0.02570), (None, 1.90, 0.02511)],
+}
+TWIN = 1e-3
+FLOORS = {  # metric -> (floor mean, floor std), as eval.json gives them
+    "gmm8": {"mean_log_density": (-1.743, 0.038), "mmd_rbf": (9.4e-4, 1.5e-3),
+             "precision": (0.993, 0.002), "recall": (0.989, 0.005), "density": (1.01, 0.012),
+             "coverage": (0.97, 0.004), "off_mode": (5e-4, 5e-4), "mode_coverage": (1.0, 0.0),
+             "component_kl": (0.0035, 0.0003), "w2": (0.253, 0.045), "sliced_w2": (0.11, 0.02),
+             "energy": (0.004, 0.002)},
+    "moons": {"mmd_rbf": (7.1e-4, 7.2e-4), "precision": (0.992, 0.002), "recall": (0.99, 0.003),
+              "density": (1.004, 0.005), "coverage": (0.968, 0.002), "w2": (0.143, 0.031),
+              "sliced_w2": (0.08, 0.01), "energy": (0.003, 0.001)},
+}
+NLL_SE = {"gmm8": 0.039, "moons": 0.030}
+EXACT_NLL = {"gmm8": 1.80}
+STEPS = [100, 300, 1000, 3000]
+CURVES = {"free-mlp": [-4.0, -2.5, -2.16, -2.15],  # levels off from step 1000 (floor std 0.038)
+          "energy-mlp": [-5.0, -4.5, -4.1, -3.75]}  # still moving at the last step
+
+
+def _metrics(data: str, logp, mmd: float) -> dict:
+    vals = {"mmd_rbf": mmd, "precision": 0.99 - 10 * mmd, "recall": 0.99,
+            "density": 1.0 - 10 * mmd, "coverage": 0.97 - 5 * mmd, "w2": 0.25 + mmd,
+            "sliced_w2": 0.1 + mmd, "energy": mmd / 2}
+    if logp is not None:
+        vals.update(mean_log_density=logp, off_mode=0.001 + 2 * mmd, mode_coverage=1.0,
+                    component_kl=0.003)
+    return {k: {"value": v, "floor_mean": FLOORS[data][k][0], "floor_std": FLOORS[data][k][1]}
+            for k, v in vals.items()}
+
+
+def _write(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_run(root: Path, data: str, arch: str, backend: str, seed: int, logp, nll: float,
+              mmd: float, *, suite: str = "fake", status: str = "complete",
+              curve: list | None = None) -> Path:
+    """A run directory as a sweep leaves it, with the numbers given."""
+    d = root / suite / data / f"{arch}-{backend}-s{seed}"
+    ident = {"arch": arch, "backend": backend, "data": data, "seed": seed}
+    _write(d / "config.json", {**ident, "status": "complete", "batch": 512, "steps": 3000,
+                               "options": {"act": "silu", "depth": 3, "width": 128}})
+    _write(d / "sweep.json", {**ident, "suite": suite, "status": status, "commit": "abc1234"})
+    if status != "complete":
+        return d
+    sde = {k: v for k, v in _metrics(data, logp, mmd * 1.1).items()}
+    _write(d / "eval.json", {**ident, "settings": {"n": 200, "repeats": 20, "seed": seed},
+                             "solvers": {
+        "ode-dopri5": {"finite": True, "metrics": _metrics(data, logp, mmd), "nfe": 300,
+                       "repeats": 20, "samples_file": "samples-ode-dopri5.npz"},
+        "sde-euler": {"finite": True, "metrics": sde, "nfe": 500, "repeats": 20,
+                      "samples_file": "samples-sde-euler.npz"}}})
+    _write(d / "nll.json", {"nll_nats": nll, "se": NLL_SE[data], "n": 500,
+                            **({"exact_nll_nats": EXACT_NLL[data]} if data in EXACT_NLL else {})})
+    free = arch.startswith("free")
+    _write(d / "check.json", {
+        "summary": {"nasym_mean": 1e-3 if free else 2e-15, "circulation_polygon_median": 1e-3,
+                    "score_rel_error_mean": 0.3, "stein_residual_sq_mean": 500.0},
+        "per_t": [{"t": t, "nasym": 1e-3 if free else 2e-15,
+                   "loops": {"polygon": {"normalised": {"median": 1e-3}}}} for t in (0.01, 1.0)]})
+    if curve is not None:
+        _write(d / "curve.json", {**ident, "settings": {"n": 200, "seed": seed, "solver": "ode",
+                                                        "method": "dopri5", "repeats": 20},
+                                  "points": [{"step": s, "nfe": 300,
+                                              "metrics": _metrics(data, v, mmd)}
+                                             for s, v in zip(STEPS, curve)]})
+    rng = np.random.default_rng(seed)
+    for name in ("samples-ode-dopri5.npz", "samples-sde-euler.npz"):
+        np.savez(d / name, samples=rng.standard_normal((200, 2)), nfe=np.int64(300),
+                 wall_s=np.float64(1.0), settings=json.dumps({"solver": name}))
+    (d / "ema.safetensors").write_bytes(b"not committed")
+    return d
+
+
+def make_runs(root: Path, jax_seeds=(0, 1), torch_seeds=(0,), suite: str = "fake") -> Path:
+    for (data, arch), per_seed in NUMBERS.items():
+        for seed in jax_seeds:
+            logp, nll, mmd = per_seed[seed]
+            curve = ([v + 0.01 * seed for v in CURVES[arch]] if data == "gmm8" else None)
+            write_run(root, data, arch, "jax", seed, logp, nll, mmd, suite=suite, curve=curve)
+        for seed in torch_seeds:
+            logp, nll, mmd = per_seed[seed]
+            write_run(root, data, arch, "torch", seed, None if logp is None else logp + TWIN,
+                      nll + TWIN, mmd + 1e-6, suite=suite)
+    return root
+
+
+BENCH = {
+    "kind": "zoo bench train", "date": "2025-01-02 03:04 UTC",
+    "settings": {"pattern": "*-mlp", "backends": ["torch", "jax"], "batch": 512, "data": "gmm8",
+                 "steps": 20, "rounds": 7, "options": {"width": 128}, "device": "cpu"},
+    "machine": {"cpu": "Test CPU 9000", "cpu_count": 2, "torch_threads": 1, "platform": "Linux"},
+    "versions": {"python": "3.11.2", "numpy": "2.0", "torch": "2.5", "jax": "0.4"},
+    "results": [
+        {"field": f, "backend": b, "backbone": "mlp", "ms_per_step": ms, "iqr_ms": 0.5,
+         "ratio_to_free": ms / free, "options": {"act": "silu", "depth": 3, "width": 128}}
+        for b, free in (("jax", 8.0), ("torch", 20.0))
+        for f, ms in (("free-mlp", free), ("energy-mlp", 1.5 * free))],
+}
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """The leaderboard of the fake runs, with figures and a bench record."""
+    root = tmp_path_factory.mktemp("a")
+    make_runs(root / "runs")
+    _write(root / "board" / "bench" / "train-mlp.json", BENCH)
+    r = write_leaderboard(root / "runs", root / "board", bench=root / "board/bench/train-mlp.json")
+    return root, r
+
+
+def _committed(src: Path, dst: Path) -> None:
+    """Copy what git commits of a runs directory: every JSON file, and the ODE sample files of
+    the lowest seed (s0) only."""
+    for p in sorted(src.rglob("*")):
+        if p.is_file() and (p.suffix == ".json" or (p.name.startswith("samples-ode-")
+                                                    and p.parent.name.endswith("-s0"))):
+            (dst / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, dst / p.relative_to(src))
+
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_committed_files_reproduce_the_leaderboard_byte_for_byte(board, tmp_path):
+    root, first = board
+    _committed(root / "runs", tmp_path / "runs")
+    assert not list((tmp_path / "runs").rglob("*-s1/samples-*"))  # only the lowest seed's
+    shutil.copytree(root / "board" / "bench", tmp_path / "board" / "bench")
+    again = write_leaderboard(tmp_path / "runs", tmp_path / "board",
+                              bench=tmp_path / "board/bench/train-mlp.json")
+    for name in ("LEADERBOARD.md", "leaderboard.csv"):
+        assert (tmp_path / "board" / name).read_bytes() == (root / "board" / name).read_bytes()
+    rel = [p.relative_to(first["out"]).as_posix() for p in first["figures"]]
+    assert rel == [p.relative_to(again["out"]).as_posix() for p in again["figures"]]
+    assert rel == ["figures/conservativity-gmm8.png", "figures/curves-gmm8.png",
+                   "figures/samples-gmm8.png", "figures/conservativity-moons.png",
+                   "figures/samples-moons.png", "figures/quality-vs-conservativity.png"]
+    md = first["markdown"]
+    assert "Figures: [conservativity-gmm8](figures/conservativity-gmm8.png)" in md
+    for p in first["figures"]:
+        assert p.stat().st_size > 5000, p
+    for text in (md, (root / "board" / "leaderboard.csv").read_text()):
+        assert str(root) not in text and str(Path.home()) not in text  # no absolute paths
+    # a figure left over from before is not listed: the list is what this call drew
+    (tmp_path / "board" / "figures" / "samples-rings.png").write_bytes(b"stale")
+    again = write_leaderboard(tmp_path / "runs", tmp_path / "board",
+                              bench=tmp_path / "board/bench/train-mlp.json")
+    assert (tmp_path / "board" / "LEADERBOARD.md").read_bytes() == \
+        (root / "board" / "LEADERBOARD.md").read_bytes()
+
+
+def test_one_row_per_field_the_torch_twin_is_not_another_seed(board):
+    _, r = board
+    rows = {x.arch: x for x in r["datasets"]["gmm8"].rows}
+    assert set(rows) == {"energy-mlp", "free-mlp"}  # not one row per backend
+    free = rows["free-mlp"]
+    assert (free.backend, free.seeds, free.others) == ("jax", [0, 1], {"torch": [0]})
+    assert free.seeds_text == "2 jax + torch s0"
+    # mean and std over the two JAX seeds; the torch twin does not enter
+    assert free.stats["logp_ode"][0] == pytest.approx(-2.15)
+    assert free.stats["logp_ode"][1] == pytest.approx(np.std([-2.10, -2.20], ddof=1))
+    assert free.gap == {"mean": pytest.approx(TWIN), "seeds": [0]}  # torch - jax, seed 0
+    table = _section(r["markdown"], "gmm8")
+    head = next(ln for ln in table.splitlines() if ln.startswith("| field | kind"))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert cols[:5] == ["field", "kind", "seeds", "log ρ ODE", "NLL"]  # the verdict first
+    assert cols[-1] == "gap (log ρ ODE)" and "W2 ODE" in cols and "ms/step" not in cols
+    line = next(ln for ln in table.splitlines() if ln.startswith("| free-mlp | free |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == "2 jax + torch s0" and cells[3] == "**-2.150 ± 0.071**"
+    assert cells[-1] == "+0.001 (s0)"
+    moons = _section(r["markdown"], "moons")
+    assert "| field | kind | seeds | MMD ODE | precision | recall | density | coverage | W2 ODE" \
+        in moons
+    assert "Noise floors (real vs real): MMD ODE 7.10e-04 ± 7.20e-04" in moons
+    assert "log ρ ODE -1.743 ± 0.038" in table and "NLL 1.800 (exact density) ± 0.039" in table
+
+
+def test_the_backend_with_most_seeds_gives_the_row_ties_go_to_jax(tmp_path):
+    root = tmp_path / "runs"
+    for s in (0, 1, 2):
+        write_run(root, "moons", "free-mlp", "torch", s, None, 2.0, 0.02 + s / 100)
+    write_run(root, "moons", "free-mlp", "jax", 0, None, 2.0, 0.5)
+    for s in (0, 1):
+        write_run(root, "moons", "energy-mlp", "torch", s, None, 2.0, 0.5)
+        write_run(root, "moons", "energy-mlp", "jax", s, None, 2.0, 0.02 + s / 100)
+    rows = {x.arch: x for x in build(collect(root)[0])["moons"].rows}
+    assert rows["free-mlp"].backend == "torch" and rows["free-mlp"].seeds == [0, 1, 2]
+    assert rows["free-mlp"].stats["mmd_ode"][0] == pytest.approx(0.03)
+    assert rows["free-mlp"].seeds_text == "3 torch + jax s0"
+    assert rows["energy-mlp"].backend == "jax"  # 2 and 2: JAX
+    assert rows["energy-mlp"].stats["mmd_ode"][0] == pytest.approx(0.025)
+
+
+def test_summary_names_a_clear_difference_and_not_one_within_the_floor(board):
+    _, r = board
+    summary = _section(r["markdown"], "Summary").strip().splitlines()
+    called = [ln for ln in summary if " vs free-mlp, " in ln]
+    # gmm8 log rho: d = -1.70, -1.50 -> mean -1.60, 95% -1.60 -+ 12.706 * 0.1414 / sqrt 2
+    assert called == [
+        "- **gmm8**, energy-mlp vs free-mlp, log ρ ODE (higher is better): -3.750 ± 0.071 vs "
+        "-2.150 ± 0.071, difference -1.600, 95% interval [-2.871, -0.329], 2 jax seeds (s0,1); "
+        "beyond the seed spread and 2 floor std (0.076): **energy-mlp worse**."]
+    # gmm8 NLL (d = +0.02, 2 floor std 0.078) and moons MMD (d = +1.05e-4: its interval
+    # excludes 0, but 2 floor std is 1.44e-3) are not called
+    assert ("- **gmm8**: no difference from free-mlp beyond both the seed spread and 2 floor std "
+            "on log ρ ODE, NLL for energy-mlp.") not in summary  # energy-mlp is called there
+    assert ("- **moons**: no difference from free-mlp beyond both the seed spread and 2 floor "
+            "std on MMD ODE for energy-mlp.") in summary
+    paired = _section(r["markdown"], "moons")
+    line = next(ln for ln in paired.splitlines() if ln.startswith("| energy-mlp | MMD ODE |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[5] == "+1.05e-04" and cells[7] == "1.44e-03" and cells[8] == "no call"
+    lo, hi = (float(x) for x in cells[6].strip("[]").split(","))
+    assert 0 < lo < hi  # beyond the seed spread, within the floor
+    nll = next(ln for ln in _section(r["markdown"], "gmm8").splitlines()
+               if ln.startswith("| energy-mlp | NLL |"))
+    assert nll.endswith("| no call |")
+    c = {(x.data, x.key): x for x in r["comparisons"] if x.arch == "energy-mlp"}
+    assert c[("gmm8", "logp_ode")].judged["called"] and not c[("gmm8", "nll")].judged["called"]
+    assert c[("moons", "mmd_ode")].judged == {"called": False, "beyond_floor": False,
+                                              "beyond_seeds": True}
+
+
+def test_one_seed_says_seed_variance_unknown_and_judges_by_the_floor(tmp_path):
+    make_runs(tmp_path / "runs", jax_seeds=(0,), torch_seeds=())
+    r = write_leaderboard(tmp_path / "runs", tmp_path / "board", figures=False)
+    summary = _section(r["markdown"], "Summary")
+    line = next(ln for ln in summary.splitlines() if "energy-mlp vs free-mlp, log ρ ODE" in ln)
+    assert line == ("- **gmm8**, energy-mlp vs free-mlp, log ρ ODE (higher is better): -3.800 vs "
+                    "-2.100, difference -1.700, seed variance unknown, 1 jax seed (s0); judged "
+                    "against the floor only: |d| > 2 floor std (0.076): **energy-mlp worse**.")
+    assert ("- **moons**: no difference from free-mlp beyond both the seed spread and 2 floor std "
+            "on MMD ODE for energy-mlp (one seed: seed variance unknown, judged against the floor "
+            "only).") in summary
+    row = r["datasets"]["gmm8"].row("free-mlp")
+    assert row.seeds_text == "1 jax" and row.gap is None
+
+
+def test_plateau_statements_and_rule():
+    assert plateau([-4.0, -2.5, -2.16, -2.15], 0.038) == 2
+    assert plateau([1.0, 1.0, 1.0], 0.1) == 0
+    assert plateau([-5.0, -4.5, -4.1, -3.75], 0.038) == 3  # still moving
+
+
+def test_learning_curves_in_the_markdown(board):
+    _, r = board
+    gmm8 = _section(r["markdown"], "gmm8")
+    assert "Learning curves ([curves-gmm8](figures/curves-gmm8.png))" in gmm8
+    # mean over seeds 0 and 1 (curves offset by 0.01 per seed)
+    assert ("- free-mlp (2 jax seeds): levels off from step 1000: log ρ ODE stays within 1 floor "
+            "std (0.038) of its final -2.145 up to step 3000.") in gmm8
+    assert ("- energy-mlp (2 jax seeds): still moving at the last step: log ρ ODE -4.095 at step "
+            "1000, -3.745 at step 3000 (more than 1 floor std, 0.038): not converged.") in gmm8
+    assert "Learning curves" not in _section(r["markdown"], "moons")
+
+
+def test_header_is_true(board, tmp_path):
+    _, r = board
+    md = r["markdown"]
+    assert "fake: **12 of 12 runs found complete** (the suite's size is not known here)" in md
+    assert "mean ± std over 20 real-vs-real draws" in md
+    assert "(gmm8)" in md and "Without a closed form (moons)" in md
+    assert ("**Cost.** From `bench/train-mlp.json` (`zoo bench train`, 2025-01-02 03:04 UTC): "
+            "batch 512 on gmm8, 7 interleaved rounds of 20 steps") in md
+    assert "machine Test CPU 9000 (2 logical CPUs, torch threads 1, Linux)" in md
+    cost = _section(md, "Cost")
+    assert "| field | ms/step jax | ×free jax | ms/step torch | ×free torch |" in cost
+    assert "| energy-mlp | 12.00 (0.50) | 1.50 | 30.00 (0.50) | 1.50 |" in cost
+    assert "| free-mlp | 8.00 (0.50) | 1.00 | 20.00 (0.50) | 1.00 |" in cost
+    assert "Note:" not in md  # the bench timed the runs' settings
+    # the suite defined in a file: runs complete of runs defined (torch s1 never ran)
+    suite = tmp_path / "s.toml"
+    suite.write_text('[fake]\nfields = ["free-mlp", "energy-mlp"]\ndatasets = ["gmm8", "moons"]\n'
+                     'seeds = 2\nbackends = ["jax", "torch"]\n')
+    root = Path(r["out"]).parent
+    again = write_leaderboard(root / "runs", tmp_path / "b", figures=False, suite_file=suite)
+    assert "fake: **12 of 16 runs complete** (4 not started)" in again["markdown"]
+    # a run made with other settings than the suite's present ones is not counted as done
+    sw = tmp_path / "runs2/fake/moons/free-mlp-jax-s1/sweep.json"
+    shutil.copytree(root / "runs", tmp_path / "runs2")
+    sw.write_text(json.dumps({**json.loads(sw.read_text()), "spec": {"train": {"steps": 1}}}))
+    again = write_leaderboard(tmp_path / "runs2", tmp_path / "b", figures=False,
+                              suite_file=suite)
+    assert ("fake: **11 of 16 runs complete** (1 more complete with older settings than the "
+            "suite's present ones, 4 not started)") in again["markdown"]
+
+
+def test_killed_sweep_is_shown_as_killed(tmp_path, monkeypatch):
+    d = write_run(tmp_path, "gmm8", "free-mlp", "jax", 0, -2.0, 1.9, 0.001, status="running")
+    monkeypatch.setattr(checkpoint, "is_locked", lambda run_dir, name=".lock": False,
+                        raising=False)
+    assert read_run(d).status == "killed"
+    monkeypatch.setattr(checkpoint, "is_locked", lambda run_dir, name=".lock": True)
+    assert read_run(d).status == "running"
+    monkeypatch.delattr(checkpoint, "is_locked")  # before zoo.checkpoint has it
+    assert read_run(d).status == "running"
+
+
+def test_non_finite_samples_are_shown_not_averaged(tmp_path):
+    make_runs(tmp_path / "runs", jax_seeds=(0,), torch_seeds=())
+    ev = tmp_path / "runs/fake/gmm8/energy-mlp-jax-s0/eval.json"
+    e = json.loads(ev.read_text())
+    e["solvers"]["ode-dopri5"].update(finite=False, metrics=dict.fromkeys(
+        e["solvers"]["ode-dopri5"]["metrics"]))
+    ev.write_text(json.dumps(e))
+    r = write_leaderboard(tmp_path / "runs", tmp_path / "board", figures=False)
+    assert not r["skipped"]
+    row = r["datasets"]["gmm8"].row("energy-mlp")
+    assert math.isinf(row.stats["logp_ode"][0])
+    assert "| energy-mlp | conservative | 1 jax | non-finite |" in r["markdown"]
+    assert not [c for c in r["comparisons"] if c.arch == "energy-mlp" and c.key == "logp_ode"]
+
+
+def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
+    rec = tmp_path / "bench" / "train.json"
+    code, out, err = run(["bench", "train", "--pattern", "[ef]*-mlp", "--backends", "torch",
+                          "--batch", "16", "--steps", "2", "--rounds", "3", "--opt", "width=8",
+                          "--opt", "depth=1", "--out", str(rec)], capsys)
+    assert code == 0, err
+    r = json.loads(rec.read_text())
+    assert r["settings"] == {"pattern": "[ef]*-mlp", "backends": ["torch"], "batch": 16,
+                             "data": "gmm8", "steps": 2, "rounds": 3, "device": "cpu",
+                             "options": {"width": 8, "depth": 1}, "interleaved": True}
+    assert set(r["machine"]) == {"cpu", "cpu_count", "torch_threads", "platform"}
+    assert {"python", "numpy", "torch", "jax", "jaxlib", "equinox", "optax"} <= set(r["versions"])
+    by = {x["field"]: x for x in r["results"]}
+    assert "free-mlp" in by and "energy-mlp" in by and r["date"]
+    assert by["free-mlp"]["ratio_to_free"] == 1.0
+    assert by["energy-mlp"]["ratio_to_free"] == pytest.approx(
+        by["energy-mlp"]["ms_per_step"] / by["free-mlp"]["ms_per_step"])
+    assert len(by["free-mlp"]["ms_per_round"]) == 3 and by["free-mlp"]["iqr_ms"] >= 0
+    assert by["free-mlp"]["options"]["width"] == 8
+    make_runs(tmp_path / "runs", jax_seeds=(0,), torch_seeds=(0,))
+    code, _, err = run(["leaderboard", "--runs", str(tmp_path / "runs"), "--out",
+                        str(tmp_path / "board"), "--bench", str(rec), "--no-figures",
+                        "--quiet"], capsys)
+    assert code == 0, err
+    md = (tmp_path / "board" / "LEADERBOARD.md").read_text()
+    assert "**Cost.** From `../bench/train.json`" in md and "batch 16 on gmm8" in md
+    assert "| free-mlp | – | – | " not in md and "| free-mlp | " in _section(md, "Cost")
+    # the runs were trained at width 128 and batch 512: the header says the bench differs
+    assert "Note: the bench's settings differ from the runs': the runs used batch 512" in md
+    assert "free-mlp ran with depth=3, width=128 (bench: depth=1, width=8)" in md
+    code, _, _ = run(["leaderboard", "--runs", str(tmp_path / "runs"), "--out",
+                      str(tmp_path / "board"), "--bench", "none", "--no-figures", "--quiet"],
+                     capsys)
+    md = (tmp_path / "board" / "LEADERBOARD.md").read_text()
+    assert code == 0 and "## Cost" not in md and "No bench record given" in md
+
+
+def test_bad_leaderboard_and_bench_input_is_one_line(tmp_path, capsys):
+    make_runs(tmp_path / "runs", jax_seeds=(0,), torch_seeds=())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"settings": {}}')
+    notjson = tmp_path / "notjson.json"
+    notjson.write_text("{")
+    lb = ["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o"),
+          "--quiet"]
+    for args in (lb + ["--bench", str(tmp_path / "missing.json")], lb + ["--bench", str(bad)],
+                 lb + ["--bench", str(notjson)],
+                 ["bench", "train", "--opt", "nope=1", "--backends", "torch"],
+                 ["bench", "train", "--out", str(tmp_path)]):
+        code, _, err = run(args, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written when the bench record is bad

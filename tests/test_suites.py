@@ -1,0 +1,62 @@
+"""Suites resolve to the runs they promise: torch twins, per-backend field limits, curves."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.registry import ZooError
+from zoo.sweep.suites import SUITES, resolve
+
+SUITE = """
+[s]
+fields = ["free-mlp", "energy-mlp"]
+datasets = ["gmm8", "moons"]
+seeds = 3
+backends = ["jax", "torch"]
+{extra}
+"""
+
+
+def jobs(tmp_path, extra=""):
+    f = tmp_path / "s.toml"
+    f.write_text(SUITE.format(extra=extra))
+    return resolve("s", suite_file=f, root=tmp_path)
+
+
+def test_torch_twins_of_seed_zero_only(tmp_path):
+    js = jobs(tmp_path, "seeds_per_backend = {torch = 1}")
+    torch = sorted(j.label for j in js if j.backend == "torch")
+    assert torch == ["gmm8/energy-mlp-torch-s0", "gmm8/free-mlp-torch-s0",
+                     "moons/energy-mlp-torch-s0", "moons/free-mlp-torch-s0"]
+    assert sum(j.backend == "jax" for j in js) == 2 * 2 * 3
+
+
+def test_backend_fields_limit_a_backend(tmp_path):
+    js = jobs(tmp_path, 'backend_fields = {torch = ["free-*"]}')
+    assert {j.arch for j in js if j.backend == "torch"} == {"free-mlp"}
+    assert {j.arch for j in js if j.backend == "jax"} == {"free-mlp", "energy-mlp"}
+
+
+@pytest.mark.parametrize("extra, why", [
+    ("seeds_per_backend = {torch = 0}", "seeds_per_backend"),
+    ("seeds_per_backend = {tpu = 1}", "seeds_per_backend"),
+    ('backend_fields = {torch = "free-mlp"}', "backend_fields"),
+    ("[s.train]\nsteps = 100\neval_at = [50, 100]", "eval_at"),
+    ("[s.train]\neval_at = [0]", "eval_at"),
+])
+def test_bad_suite_settings_are_refused(tmp_path, extra, why):
+    with pytest.raises(ZooError, match=why):
+        jobs(tmp_path, extra)
+
+
+def test_builtin_suites():
+    std = resolve("standard")
+    assert {j.spec["train"]["steps"] for j in std} == {30000}
+    assert all(j.spec["train"]["eval_at"] for j in std)  # every standard run has its curve
+    assert len(std) == 6 * 6 * 3 + 6 * 6  # 3 JAX seeds and a torch twin of seed 0
+    quick = resolve("quick")
+    # the quick suite trains like the standard one, so their verdicts can agree
+    assert {j.spec["train"]["steps"] for j in quick} == {30000}
+    assert sorted(j.label for j in quick if j.backend == "torch") == ["gmm8/free-mlp-torch-s0"]
+    assert {j.arch for j in quick} == {j.arch for j in std}
+    assert SUITES["quick"]["options"] == SUITES["standard"]["options"]

@@ -1,0 +1,96 @@
+"""Learning curves (curve.json) per field: mean over seeds, and where each levels off.
+
+A curve point is the sample quality of the EMA weights kept at a training step (the last point:
+the final weights). A field whose verdict metric still moves at the last step is not converged,
+so a gap to another field may be learning speed rather than capacity; the plateau statement says
+which.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo.leaderboard.collect import Run
+
+# the curve metric (eval.json name) of each sample verdict column
+CURVE_METRIC = {"logp_ode": "mean_log_density", "mmd_ode": "mmd_rbf"}
+
+
+@dataclass
+class FieldCurve:
+    data: str
+    arch: str
+    backend: str
+    seeds: list[int]
+    steps: list[int]
+    mean: dict  # metric -> [len(steps)] mean over seeds
+    sd: dict  # metric -> [len(steps)] std over seeds (ddof 1; zeros for one seed)
+    floors: dict  # metric -> (floor mean, floor std), averaged over seeds
+
+
+def field_curves(runs: list[Run], data: str) -> list[FieldCurve]:
+    """One curve per field of ``data`` that has curve.json files (JAX where both backends do),
+    on the steps every seed has, sorted by field."""
+    out = []
+    have = [r for r in runs if r.data == data and r.curve is not None]
+    for arch in sorted({r.arch for r in have}):
+        mine = [r for r in have if r.arch == arch]
+        bks = sorted({r.backend for r in mine})
+        backend = "jax" if "jax" in bks else bks[0]
+        rs = sorted((r for r in mine if r.backend == backend), key=lambda r: r.seed)
+        steps = sorted(set.intersection(*({int(p["step"]) for p in r.curve["points"]}
+                                          for r in rs)))
+        if not steps:
+            continue
+        pts = [{int(p["step"]): p["metrics"] for p in r.curve["points"]} for r in rs]
+
+        def value(m) -> float:  # None: non-finite samples at that step
+            return math.nan if not isinstance(m, dict) else float(m["value"])
+
+        names = sorted({k for p in pts for s in steps for k, m in p[s].items()
+                        if isinstance(m, dict)})
+        mean, sd, floors = {}, {}, {}
+        for name in names:
+            v = np.array([[value(p[s].get(name)) for s in steps] for p in pts])
+            mean[name] = v.mean(axis=0)
+            sd[name] = v.std(axis=0, ddof=1) if len(rs) > 1 else np.zeros(len(steps))
+            # each seed's floor at its last finite step (floors do not depend on the weights)
+            fl = [next(p[s][name] for s in reversed(steps) if isinstance(p[s].get(name), dict))
+                  for p in pts if any(isinstance(p[s].get(name), dict) for s in steps)]
+            floors[name] = (float(np.mean([m["floor_mean"] for m in fl])),
+                            float(np.mean([m["floor_std"] for m in fl])))
+        out.append(FieldCurve(data, arch, backend, [r.seed for r in rs], steps, mean, sd,
+                              floors))
+    return out
+
+
+def plateau(values, tol: float) -> int:
+    """The first index from which every value lies within ``tol`` of the last one (the last
+    index when the last step still moves by ``tol`` or more)."""
+    v = np.asarray(values, np.float64)
+    i = len(v) - 1
+    while i > 0 and abs(v[i - 1] - v[-1]) < tol:
+        i -= 1
+    return i
+
+
+def plateau_line(c: FieldCurve, metric: str, title: str, fmt: str) -> str:
+    n = len(c.seeds)
+    who = f"{c.arch} ({n} {c.backend} seed{'s' if n > 1 else ''})"
+    if metric not in c.mean:
+        return f"- {who}: no {title} in its curve."
+    v, tol = c.mean[metric], c.floors[metric][1]
+    if not math.isfinite(v[-1]):
+        return f"- {who}: {title} non-finite at the last step ({c.steps[-1]})."
+    if len(v) < 2:
+        return f"- {who}: one point only (step {c.steps[0]}), {title} {v[-1]:{fmt}}."
+    i = plateau(v, tol)
+    if i == len(v) - 1:
+        return (f"- {who}: still moving at the last step: {title} {v[-2]:{fmt}} at step "
+                f"{c.steps[-2]}, {v[-1]:{fmt}} at step {c.steps[-1]} (more than 1 floor std, "
+                f"{tol:{fmt}}): not converged.")
+    return (f"- {who}: levels off from step {c.steps[i]}: {title} stays within 1 floor std "
+            f"({tol:{fmt}}) of its final {v[-1]:{fmt}} up to step {c.steps[-1]}.")

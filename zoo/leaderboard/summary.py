@@ -1,0 +1,168 @@
+"""Every field against free-<backbone> on the same dataset, paired over seeds, and the Summary.
+
+For each field and verdict metric: d_s = field_s - free_s on the seeds both have complete, in one
+backend (the one with the most shared seeds; ties: JAX), its mean and 95% t-interval
+(``zoo.stats``). A difference is called when the interval excludes 0 and |mean d| > 2 floor std
+of the metric; with one seed the seed variance is unknown and the floor alone decides, and the
+line says so. Fields are named one by one: no group means of unlike heads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo import stats
+from zoo.leaderboard.tables import BACKENDS_ORDER, COLUMNS, Dataset, Row
+
+K_FLOOR = 2.0  # a called difference exceeds this many floor stds
+
+
+@dataclass
+class Comparison:
+    data: str
+    arch: str
+    ref: str  # free-<backbone>
+    key: str  # column key of the metric
+    backend: str
+    seeds: list[int]
+    a: tuple[float, float]  # the field's mean, std over ``seeds``
+    b: tuple[float, float]  # the reference's
+    diff: dict  # stats.paired_difference + seeds
+    floor_std: float
+    judged: dict  # stats.judge
+
+    @property
+    def better(self) -> bool:
+        """The field is better than free (by the metric's direction)."""
+        up = COLUMNS[self.key].better == "max"
+        return (self.diff["mean"] > 0) == up
+
+    @property
+    def word(self) -> str:
+        return ("better" if self.better else "worse") if self.judged["called"] else "no call"
+
+
+def _pick_backend(row: Row, ref: Row, key: str) -> tuple[str, list[int]] | None:
+    best = None
+    for b in BACKENDS_ORDER + tuple(sorted(set(row.per_seed) - set(BACKENDS_ORDER))):
+        a = row.per_seed.get(b, {}).get(key, {})
+        f = ref.per_seed.get(b, {}).get(key, {})
+        shared = sorted(set(a) & set(f))
+        if shared and (best is None or len(shared) > len(best[1])):
+            best = (b, shared)
+    return best
+
+
+def compare(ds: Dataset) -> list[Comparison]:
+    """Each non-free field vs free-<backbone>, on each verdict metric of the dataset."""
+    out = []
+    for row in ds.rows:
+        ref = ds.row(f"free-{row.backbone}")
+        if ref is None or ref is row:
+            continue
+        for key in ds.verdict:
+            fl = ds.floors.get(key)
+            pick = _pick_backend(row, ref, key)
+            if fl is None or pick is None:
+                continue
+            b, seeds = pick
+            a = [row.per_seed[b][key][s] for s in seeds]
+            f = [ref.per_seed[b][key][s] for s in seeds]
+            if not all(math.isfinite(x) for x in a + f):
+                continue  # non-finite samples: shown in the table, not compared
+            d = stats.paired_by_seed(dict(zip(seeds, a)), dict(zip(seeds, f)))
+            out.append(Comparison(ds.name, row.arch, ref.arch, key, b, seeds,
+                                  stats.mean_std(a), stats.mean_std(f), d, fl[1],
+                                  stats.judge(d, fl[1], K_FLOOR)))
+    return out
+
+
+def _seeds_text(c: Comparison) -> str:
+    n = len(c.seeds)
+    return f"{n} {c.backend} seed{'s' if n > 1 else ''} (s{','.join(map(str, c.seeds))})"
+
+
+def _ms(ms: tuple[float, float], fmt: str, n: int) -> str:
+    return f"{ms[0]:{fmt}}" + (f" ± {ms[1]:{fmt}}" if n > 1 else "")
+
+
+def interval_text(c: Comparison) -> str:
+    fmt = COLUMNS[c.key].fmt
+    if c.diff["n"] < 2:
+        return "seed variance unknown"
+    return f"[{c.diff['lo']:+{fmt}}, {c.diff['hi']:+{fmt}}]"
+
+
+def line(c: Comparison) -> str:
+    """One summary line: values, difference, interval, seeds, floor, and the call."""
+    col = COLUMNS[c.key]
+    fmt, n = col.fmt, len(c.seeds)
+    direction = "higher" if col.better == "max" else "lower"
+    if n > 1:
+        spread = f"95% interval {interval_text(c)}"
+        rule = f"beyond the seed spread and 2 floor std ({K_FLOOR * c.floor_std:{fmt}})"
+    else:
+        spread = "seed variance unknown"
+        rule = (f"judged against the floor only: |d| > 2 floor std "
+                f"({K_FLOOR * c.floor_std:{fmt}})")
+    return (f"- **{c.data}**, {c.arch} vs {c.ref}, {col.title} ({direction} is better): "
+            f"{_ms(c.a, fmt, n)} vs {_ms(c.b, fmt, n)}, difference {c.diff['mean']:+{fmt}}, "
+            f"{spread}, {_seeds_text(c)}; {rule}: **{c.arch} {c.word}**.")
+
+
+def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison]) -> list[str]:
+    out = []
+    for name, ds in datasets.items():
+        mine = [c for c in comps if c.data == name]
+        called = [c for c in mine if c.judged["called"]]
+        out += [line(c) for c in called]
+        titles = ", ".join(COLUMNS[k].title for k in ds.verdict)
+        if not mine:
+            others = [r for r in ds.rows if ds.row(f"free-{r.backbone}") not in (None, r)]
+            if not [r for r in ds.rows if r.seeds]:
+                why = "no complete run yet"
+            elif not [r for r in ds.rows if r.arch != f"free-{r.backbone}"]:
+                why = "only free fields, nothing to compare"
+            elif not others:
+                why = "no free-<backbone> field to pair with"
+            else:
+                why = f"no field shares a complete seed with its free field on {titles}"
+            out.append(f"- **{name}**: {why}.")
+            continue
+        quiet = sorted({c.arch for c in mine} - {c.arch for c in called})
+        if quiet:
+            ns = sorted({len(c.seeds) for c in mine if c.arch in quiet})
+            one = (" (one seed: seed variance unknown, judged against the floor only)"
+                   if ns == [1] else "")
+            out.append(f"- **{name}**: no difference from {mine[0].ref} beyond both the seed "
+                       f"spread and 2 floor std on {titles} for {', '.join(quiet)}{one}.")
+    return out
+
+
+def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
+    mine = [c for c in comps if c.data == ds.name]
+    if not mine:
+        return []
+    head = ["field", "metric", "seeds", "field value", "free value", "d = field − free",
+            "95% interval", "2 floor std", "call"]
+    out = [f"Paired with {mine[0].ref} over seeds (d_s = field_s − free_s, same backend):", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in mine:
+        fmt, n = COLUMNS[c.key].fmt, len(c.seeds)
+        out.append("| " + " | ".join([
+            c.arch, COLUMNS[c.key].title, _seeds_text(c), _ms(c.a, fmt, n), _ms(c.b, fmt, n),
+            f"{c.diff['mean']:+{fmt}}", interval_text(c), f"{K_FLOOR * c.floor_std:{fmt}}",
+            f"**{c.word}**" if c.judged["called"] else c.word]) + " |")
+    return out
+
+
+def csv_fields(c: Comparison | None) -> list[str]:
+    """mean, lo, hi, n, called (empty strings where there is no comparison)."""
+    if c is None:
+        return [""] * 5
+    g = lambda x: "" if not np.isfinite(x) else f"{x:.6g}"  # noqa: E731
+    return [g(c.diff["mean"]), g(c.diff["lo"]), g(c.diff["hi"]), str(c.diff["n"]),
+            c.word if c.judged["called"] else "no"]
