@@ -58,5 +58,10 @@ def test_builtin_suites():
     # the quick suite trains like the standard one, so their verdicts can agree
     assert {j.spec["train"]["steps"] for j in quick} == {30000}
     assert sorted(j.label for j in quick if j.backend == "torch") == ["gmm8/free-mlp-torch-s0"]
-    assert {j.arch for j in quick} == {j.arch for j in std}
+    assert {j.arch for j in quick} == {"free-mlp", "energy-mlp", "energysq-mlp"}
+    same = {j.label: j.spec for j in std}  # a quick run is trained as its standard twin
+    for j in quick:
+        want = {**same[j.label], "train": {**same[j.label]["train"], "eval_at": []}}
+        assert {k: v for k, v in j.spec.items() if k != "curve"} == {
+            k: v for k, v in want.items() if k != "curve"}
     assert SUITES["quick"]["options"] == SUITES["standard"]["options"]
