@@ -3,6 +3,9 @@ registered field is checked the moment it exists."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 
@@ -114,3 +117,27 @@ def dead_parameters(module, out) -> list[str]:
     names, params = zip(*module.named_parameters())
     grads = torch.autograd.grad((out * proj).sum(), params, allow_unused=True)
     return [k for k, g in zip(names, grads) if g is None or not torch.any(g != 0)]
+
+
+def run(args, capsys):
+    """``zoo ARGS`` in this process, output captured by pytest: (exit code, stdout, stderr)."""
+    from zoo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def cli(args: list[str]) -> tuple[int, str, str]:
+    """``zoo ARGS`` in this process, output captured here: (exit code, stdout, stderr)."""
+    from zoo.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()

@@ -10,19 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 
 import zoo
 from zoo import backends
 from zoo.cli import main
 
 HERE = Path(__file__).parent
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 BAD = [

@@ -11,21 +11,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run
 
 from zoo import checkpoint
-from zoo.cli import main
 from zoo.curves import curve_run
 from zoo.train import TrainConfig, train
 
 KW = dict(arch="free-mlp", backend="jax", data="gmm8", batch=64, options={"width": 16, "depth": 2},
           checkpoint_every=40)
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

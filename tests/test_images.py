@@ -8,18 +8,11 @@ import struct
 import numpy as np
 import pytest
 import torch
+from conftest import run
 
 import zoo
 from zoo import backends
-from zoo.cli import main
 from zoo.data import DATA_ROOT_ENV
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_digits_split_is_fixed_stratified_and_in_range():

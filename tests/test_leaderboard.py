@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 
 from zoo import checkpoint
-from zoo.cli import main
 from zoo.leaderboard import build, collect, read_run, write_leaderboard
 from zoo.leaderboard.curves import plateau
 
@@ -125,13 +125,6 @@ BENCH = {
         for b, free in (("jax", 8.0), ("torch", 20.0))
         for f, ms in (("free-mlp", free), ("energy-mlp", 1.5 * free))],
 }
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

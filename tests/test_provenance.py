@@ -4,7 +4,6 @@ when they fail, and a run whose sweep was killed reads "killed", not "running"."
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -16,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli
 
 from zoo import checkpoint
-from zoo.cli import main
 from zoo.evaluate import eval_run
 from zoo.registry import ZooError
 from zoo.sweep.stages import KILLED_REASON, run_status
@@ -26,18 +25,6 @@ from zoo.sweep.stages import KILLED_REASON, run_status
 HERE = Path(__file__).parent
 UNSTABLE = str(HERE / "plugins" / "unstable_fields.py")
 TINY = ["--arch", "free-mlp", "--data", "gmm8", "--width", "16", "--batch", "64", "--quiet"]
-
-
-def cli(args: list[str]) -> tuple[int, str, str]:
-    """Run ``zoo ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(args)
-            code = 0
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def ema_sha(run: Path) -> str:

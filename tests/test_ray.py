@@ -20,7 +20,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from zoo.cli import main  # noqa: E402
+from conftest import run  # noqa: E402
+
 from zoo.leaderboard import write_leaderboard  # noqa: E402
 
 SUITES = """
@@ -65,13 +66,6 @@ n_loops = 2
 """
 
 TIMING = ("ms/step", "×free")  # leaderboard columns that are timings, never reproducible
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ test that the CLI never crashes or leaves a half-written run on any argument lis
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import random
@@ -18,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zoo import checkpoint
-from zoo.cli import main
 from zoo.registry import ZooError
 from zoo.train import TrainConfig, train
 
@@ -30,18 +29,6 @@ HERE = Path(__file__).parent
 UNSTABLE = str(HERE / "plugins" / "unstable_fields.py")
 ZOO = str(Path(sys.executable).parent / "zoo")
 ENV = {**os.environ, "CI": "1"}
-
-
-def cli(args: list[str]) -> tuple[int, str, str]:
-    """Run ``zoo ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(args)
-            code = 0
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_error_line(err: str) -> str:

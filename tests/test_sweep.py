@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run
 
 from zoo.cli import main
 from zoo.leaderboard import collect
@@ -39,13 +40,6 @@ n = 50
 n_points = 16
 n_loops = 4
 """
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
