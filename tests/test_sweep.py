@@ -162,6 +162,7 @@ def _sweep_cmd(tmp_path, runs, steps=20):
             str(suite), "--runs", str(runs), "--jobs", "1", "--quiet"]
 
 
+@pytest.mark.slow  # whole tiny sweeps in subprocesses: ~25-55 s each
 def test_two_concurrent_sweeps_never_run_one_run_twice(tmp_path):
     """Both sweeps list every run; each run is trained by exactly one of them (the other finds
     it busy or already complete), and every JSON file is whole afterwards."""
@@ -178,6 +179,7 @@ def test_two_concurrent_sweeps_never_run_one_run_twice(tmp_path):
         assert json.loads((d / "sweep.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow  # whole tiny sweeps in subprocesses: ~25-55 s each
 def test_killed_sweep_restarts_cleanly(tmp_path):
     """SIGKILL a sweep (and its workers) while it trains; the same command then finishes every
     run, and the result equals an uninterrupted sweep's, weights bit for bit."""
