@@ -291,7 +291,7 @@ def test_header_is_true(board, tmp_path):
     assert "fake: **12 of 12 runs found complete** (the suite's size is not known here)" in md
     assert "mean ± std over 20 real-vs-real draws" in md
     assert "(gmm8)" in md and "Without a closed form (moons)" in md
-    assert ("**Cost.** From `bench/train-mlp.json` (`zoo bench train`, 2025-01-02 03:04 UTC): "
+    assert ("**Cost.** From `train-mlp.json` (`zoo bench train`, 2025-01-02 03:04 UTC): "
             "batch 512 on gmm8, 7 interleaved rounds of 20 steps") in md
     assert "machine Test CPU 9000 (2 logical CPUs, torch threads 1, Linux)" in md
     cost = _section(md, "Cost")
@@ -367,7 +367,7 @@ def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
                         "--quiet"], capsys)
     assert code == 0, err
     md = (tmp_path / "board" / "LEADERBOARD.md").read_text()
-    assert "**Cost.** From `../bench/train.json`" in md and "batch 16 on gmm8" in md
+    assert "**Cost.** From `train.json`" in md and "batch 16 on gmm8" in md
     assert "| free-mlp | – | – | " not in md and "| free-mlp | " in _section(md, "Cost")
     # the runs were trained at width 128 and batch 512: the header says the bench differs
     assert "Note: the bench's settings differ from the runs': the runs used batch 512" in md

@@ -55,8 +55,9 @@ def read_bench(path: str | Path, out_dir: str | Path) -> Bench:
             raise ValueError("machine/results")
     except (KeyError, TypeError, ValueError) as e:
         raise ZooError(f"{path}: not a `zoo bench train` record (bad or missing {e})") from None
-    rel = os.path.relpath(path.resolve(), Path(out_dir).resolve())
-    return Bench(rel, rec, cost)
+    # named as from the working directory (the repository), so the text does not depend on --out
+    rel = os.path.relpath(path.resolve(), Path.cwd().resolve())
+    return Bench(path.name if rel.startswith("..") else rel, rec, cost)
 
 
 def _machine(rec: dict) -> str:
