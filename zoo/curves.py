@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import checkpoint
 from zoo.registry import ZooError
 
 
@@ -29,7 +30,7 @@ def snapshots(run_dir: str | Path, cfg: dict) -> list[tuple[int, Path, str]]:
     out = []
     for name, sha in (cfg.get("snapshots") or {}).items():
         step = int(name.removeprefix("ema-").removesuffix(".safetensors"))
-        out.append((step, Path(run_dir) / "snapshots" / name, sha))
+        out.append((step, Path(run_dir) / checkpoint.SNAPSHOTS / name, sha))
     return sorted(out)
 
 
@@ -51,7 +52,7 @@ def curve_run(run_dir: str | Path, *, n: int = 2000, seed: int = 0, method: str 
     ``progress(done, total)`` after each point. ZooError (one line) if the run is not complete,
     kept no snapshots, or a snapshot file is missing or altered.
     """
-    from zoo import backends, checkpoint
+    from zoo import backends
     from zoo.api import load, make_schedule
     from zoo.evaluate import evaluate_samples
     from zoo.sampling import default_method, sample_field

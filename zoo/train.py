@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +270,6 @@ def fit(cfg: TrainConfig, on_log=None, progress=None, *, start: tuple[dict, dict
 # settings a command may change and still continue a run: they do not change its numbers
 # device: float rounding, not the algorithm; eval_at: which EMA weights are kept, not the training
 RESUMABLE_CHANGES = ("checkpoint_every", "device", "eval_at")
-SNAPSHOTS = "snapshots"  # the folder of a run's eval_at EMA weights
 _OWN_FILES = ("weights.safetensors", "ema.safetensors")
 
 
@@ -358,8 +356,7 @@ def _train_locked(cfg, ds, run_dir: Path, show_progress: bool, force: bool, vers
         # snapshots up to the checkpoint are kept; later ones are written again (bitwise equal)
         meta["snapshots"] = {k: v for k, v in old.get("snapshots", {}).items()
                              if int(k.split("-")[1].split(".")[0]) <= step0}
-    else:
-        shutil.rmtree(run_dir / SNAPSHOTS, ignore_errors=True)  # an earlier attempt's
+    else:  # remove_downstream above took an earlier attempt's snapshots
         meta["snapshots"] = {}
     config_path = run_dir / "config.json"
     checkpoint.write_json(config_path, meta)
@@ -394,9 +391,9 @@ def _train_locked(cfg, ds, run_dir: Path, show_progress: bool, force: bool, vers
 
     def on_snapshot(step, params):
         name = f"ema-{step:08d}"
-        (run_dir / SNAPSHOTS).mkdir(exist_ok=True)
+        (run_dir / checkpoint.SNAPSHOTS).mkdir(exist_ok=True)
         meta["snapshots"][f"{name}.safetensors"] = checkpoint.write_weights(
-            run_dir / SNAPSHOTS, name, params)
+            run_dir / checkpoint.SNAPSHOTS, name, params)
         checkpoint.write_json(config_path, meta)
 
     try:
