@@ -141,3 +141,15 @@ def cli(args: list[str]) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny networks on shared cores: a second torch thread only adds contention (many times
+    slower here). Modules use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

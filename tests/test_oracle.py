@@ -26,13 +26,7 @@ SCHED = zoo.make_schedule("ou")
 TIMES = (0.0137, 0.21, 1.7)  # between the calibration knots, from the sharp to the smooth regime
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # many small ops on a shared CPU: one thread is several times faster (see run_oracle)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,15 +36,7 @@ def samples_of(path: Path) -> tuple[np.ndarray, dict]:
         return z["samples"], json.loads(str(z["settings"]))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks on shared cores: a second torch thread only adds contention (20x here)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
