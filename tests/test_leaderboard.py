@@ -28,7 +28,8 @@ NUMBERS = {
 }
 TWIN = 1e-3
 FLOORS = {  # metric -> (floor mean, floor std), as eval.json gives them
-    "gmm8": {"mean_log_density": (-1.743, 0.038), "mmd_rbf": (9.4e-4, 1.5e-3),
+    "gmm8": {"mean_log_density": (-1.743, 0.038), "trimmed_log_density": (-1.743, 0.038),
+             "mmd_rbf": (9.4e-4, 1.5e-3),
              "precision": (0.993, 0.002), "recall": (0.989, 0.005), "density": (1.01, 0.012),
              "coverage": (0.97, 0.004), "off_mode": (5e-4, 5e-4), "mode_coverage": (1.0, 0.0),
              "component_kl": (0.0035, 0.0003), "w2": (0.253, 0.045), "sliced_w2": (0.11, 0.02),
@@ -49,8 +50,8 @@ def _metrics(data: str, logp, mmd: float) -> dict:
             "density": 1.0 - 10 * mmd, "coverage": 0.97 - 5 * mmd, "w2": 0.25 + mmd,
             "sliced_w2": 0.1 + mmd, "energy": mmd / 2}
     if logp is not None:
-        vals.update(mean_log_density=logp, off_mode=0.001 + 2 * mmd, mode_coverage=1.0,
-                    component_kl=0.003)
+        vals.update(mean_log_density=logp, trimmed_log_density=logp, off_mode=0.001 + 2 * mmd,
+                    mode_coverage=1.0, component_kl=0.003)
     return {k: {"value": v, "floor_mean": FLOORS[data][k][0], "floor_std": FLOORS[data][k][1]}
             for k, v in vals.items()}
 
@@ -193,8 +194,8 @@ def test_one_row_per_field_the_torch_twin_is_not_another_seed(board):
     table = _section(r["markdown"], "gmm8")
     head = next(ln for ln in table.splitlines() if ln.startswith("| field | kind"))
     cols = [c.strip() for c in head.strip("|").split("|")]
-    assert cols[:5] == ["field", "kind", "seeds", "log ρ ODE", "NLL"]  # the verdict first
-    assert cols[-1] == "gap (log ρ ODE)" and "W2 ODE" in cols and "ms/step" not in cols
+    assert cols[:5] == ["field", "kind", "seeds", "trim log ρ ODE", "NLL"]  # the verdict first
+    assert cols[-1] == "gap (trim log ρ ODE)" and "W2 ODE" in cols and "ms/step" not in cols
     line = next(ln for ln in table.splitlines() if ln.startswith("| free-mlp | free |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2] == "2 jax + torch s0" and cells[3] == "**-2.150 ± 0.071**"
@@ -203,7 +204,7 @@ def test_one_row_per_field_the_torch_twin_is_not_another_seed(board):
     assert "| field | kind | seeds | MMD ODE | precision | recall | density | coverage | W2 ODE" \
         in moons
     assert "Noise floors (real vs real): MMD ODE 7.10e-04 ± 7.20e-04" in moons
-    assert "log ρ ODE -1.743 ± 0.038" in table and "NLL 1.800 (exact density) ± 0.039" in table
+    assert "trim log ρ ODE -1.743 ± 0.038" in table and "NLL 1.800 (exact density) ± 0.039" in table
 
 
 def test_the_backend_with_most_seeds_gives_the_row_ties_go_to_jax(tmp_path):
@@ -228,13 +229,13 @@ def test_summary_names_a_clear_difference_and_not_one_within_the_floor(board):
     called = [ln for ln in summary if " vs free-mlp, " in ln]
     # gmm8 log rho: d = -1.70, -1.50 -> mean -1.60, 95% -1.60 -+ 12.706 * 0.1414 / sqrt 2
     assert called == [
-        "- **gmm8**, energy-mlp vs free-mlp, log ρ ODE (higher is better): -3.750 ± 0.071 vs "
+        "- **gmm8**, energy-mlp vs free-mlp, trim log ρ ODE (higher is better): -3.750 ± 0.071 vs "
         "-2.150 ± 0.071, difference -1.600, 95% interval [-2.871, -0.329], 2 jax seeds (s0,1); "
         "beyond the seed spread and 2 floor std (0.076): **energy-mlp worse**."]
     # gmm8 NLL (d = +0.02, 2 floor std 0.078) and moons MMD (d = +1.05e-4: its interval
     # excludes 0, but 2 floor std is 1.44e-3) are not called
     assert ("- **gmm8**: no difference from free-mlp beyond both the seed spread and 2 floor std "
-            "on log ρ ODE, NLL for energy-mlp.") not in summary  # energy-mlp is called there
+            "on trim log ρ ODE, NLL for energy-mlp.") not in summary  # energy-mlp is called there
     assert ("- **moons**: no difference from free-mlp beyond both the seed spread and 2 floor "
             "std on MMD ODE for energy-mlp.") in summary
     paired = _section(r["markdown"], "moons")
@@ -247,7 +248,7 @@ def test_summary_names_a_clear_difference_and_not_one_within_the_floor(board):
                if ln.startswith("| energy-mlp | NLL |"))
     assert nll.endswith("| no call |")
     c = {(x.data, x.key): x for x in r["comparisons"] if x.arch == "energy-mlp"}
-    assert c[("gmm8", "logp_ode")].judged["called"] and not c[("gmm8", "nll")].judged["called"]
+    assert c[("gmm8", "logpt_ode")].judged["called"] and not c[("gmm8", "nll")].judged["called"]
     assert c[("moons", "mmd_ode")].judged == {"called": False, "beyond_floor": False,
                                               "beyond_seeds": True}
 
@@ -256,8 +257,8 @@ def test_one_seed_says_seed_variance_unknown_and_judges_by_the_floor(tmp_path):
     make_runs(tmp_path / "runs", jax_seeds=(0,), torch_seeds=())
     r = write_leaderboard(tmp_path / "runs", tmp_path / "board", figures=False)
     summary = _section(r["markdown"], "Summary")
-    line = next(ln for ln in summary.splitlines() if "energy-mlp vs free-mlp, log ρ ODE" in ln)
-    assert line == ("- **gmm8**, energy-mlp vs free-mlp, log ρ ODE (higher is better): -3.800 vs "
+    line = next(ln for ln in summary.splitlines() if "energy-mlp vs free-mlp, trim log ρ ODE" in ln)
+    assert line == ("- **gmm8**, energy-mlp vs free-mlp, trim log ρ ODE (higher is better): -3.800 vs "
                     "-2.100, difference -1.700, seed variance unknown, 1 jax seed (s0); judged "
                     "against the floor only: |d| > 2 floor std (0.076): **energy-mlp worse**.")
     assert ("- **moons**: no difference from free-mlp beyond both the seed spread and 2 floor std "
@@ -278,9 +279,9 @@ def test_learning_curves_in_the_markdown(board):
     gmm8 = _section(r["markdown"], "gmm8")
     assert "Learning curves ([curves-gmm8](figures/curves-gmm8.png))" in gmm8
     # mean over seeds 0 and 1 (curves offset by 0.01 per seed)
-    assert ("- free-mlp (2 jax seeds): levels off from step 1000: log ρ ODE stays within 1 floor "
+    assert ("- free-mlp (2 jax seeds): levels off from step 1000: trim log ρ ODE stays within 1 floor "
             "std (0.038) of its final -2.145 up to step 3000.") in gmm8
-    assert ("- energy-mlp (2 jax seeds): still moving at the last step: log ρ ODE -4.095 at step "
+    assert ("- energy-mlp (2 jax seeds): still moving at the last step: trim log ρ ODE -4.095 at step "
             "1000, -3.745 at step 3000 (more than 1 floor std, 0.038): not converged.") in gmm8
     assert "Learning curves" not in _section(r["markdown"], "moons")
 
@@ -337,9 +338,9 @@ def test_non_finite_samples_are_shown_not_averaged(tmp_path):
     r = write_leaderboard(tmp_path / "runs", tmp_path / "board", figures=False)
     assert not r["skipped"]
     row = r["datasets"]["gmm8"].row("energy-mlp")
-    assert math.isinf(row.stats["logp_ode"][0])
+    assert math.isinf(row.stats["logpt_ode"][0])
     assert "| energy-mlp | conservative | 1 jax | non-finite |" in r["markdown"]
-    assert not [c for c in r["comparisons"] if c.arch == "energy-mlp" and c.key == "logp_ode"]
+    assert not [c for c in r["comparisons"] if c.arch == "energy-mlp" and c.key == "logpt_ode"]
 
 
 def test_bench_record_feeds_the_cost_table(tmp_path, capsys):

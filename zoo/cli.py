@@ -444,7 +444,8 @@ def curve_cmd(run, n, seed, repeats, quiet) -> None:
                       progress=lambda done, total: bar.update(task, completed=done, total=total))
     from rich.table import Table
 
-    names = [k for k in ("mean_log_density", "mmd_rbf", "w2", "precision", "recall", "off_mode")
+    names = [k for k in ("trimmed_log_density", "mean_log_density", "mmd_rbf", "w2", "precision",
+                         "recall", "off_mode")
              if any(p["metrics"] and p["metrics"].get(k) for p in r["points"])]
     title = (f"{r['arch']} ({r['backend']}) on {r['data']}: ODE samples vs step "
              "(floor: real vs real)")

@@ -41,6 +41,7 @@ METRICS = {
     "density": ("density", ".3f"),
     "coverage": ("cover", ".3f"),
     "mean_log_density": ("log ρ", ".4f"),
+    "trimmed_log_density": ("log ρ trim", ".4f"),
     "mode_coverage": ("modes", ".3f"),
     "off_mode": ("off-mode", ".4f"),
     "component_kl": ("KL comp", ".2e"),
@@ -59,7 +60,7 @@ def _real_sampler(ds, schedule: Schedule):
 
 
 # Bump when a metric's code or the floors' draws change: every cached floor then goes stale.
-FLOORS_VERSION = 1
+FLOORS_VERSION = 2  # 2: trimmed_log_density
 DEFAULT_REPEATS = 20  # real-vs-real draws behind a noise floor (DESIGN.md: at least 20)
 _MIXTURE_ONLY = ("mode_coverage", "off_mode", "component_kl")
 
@@ -73,7 +74,7 @@ def _metric_suite(data: str, schedule: Schedule, *, max_points: int, prdc_k: int
     except ValueError as e:
         raise ZooError(str(e)) from None
     names = [k for k in METRICS if ds.exact is not None or k not in
-             ("mean_log_density", *_MIXTURE_ONLY)]
+             ("mean_log_density", "trimmed_log_density", *_MIXTURE_ONLY)]
     if not isinstance(ds.exact, GaussianMixture):
         names = [k for k in names if k not in _MIXTURE_ONLY]
     t_min = float(schedule.t_min)
@@ -100,7 +101,9 @@ def _metric_suite(data: str, schedule: Schedule, *, max_points: int, prdc_k: int
              "energy": M.energy_distance(fake, real),
              **M.prdc(real, fake, k=prdc_k)}
         if log_density is not None:
-            r["mean_log_density"] = M.mean_log_density(fake, log_density)
+            log_p = log_density(fake)
+            r["mean_log_density"] = float(np.mean(log_p))
+            r["trimmed_log_density"] = M.trimmed_log_density(log_p)
         if isinstance(ds.exact, GaussianMixture):
             m = ds.exact
             counts = M.component_counts(fake, m.means, m.stds, m.weights, alpha, sigma)

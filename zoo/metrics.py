@@ -115,9 +115,21 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     return {key: float(v) for key, v in out.items()}
 
 
-def mean_log_density(x: np.ndarray, log_density_fn: Callable[[np.ndarray], np.ndarray]) -> float:
-    """(1/n) sum_i log p(x_i) for x: [n, d]; log_density_fn maps [n, d] to [n]."""
-    return float(np.mean(log_density_fn(x)))
+LOG_DENSITY_TRIM = 0.005  # share of the lowest log-densities ``trimmed_log_density`` drops
+
+
+def trimmed_log_density(log_p: np.ndarray, trim: float = LOG_DENSITY_TRIM) -> float:
+    """Mean of log p over the samples after dropping the lowest ``trim`` share (scipy's trim1).
+
+    The mean log-density is unbounded below: one sample in 2000 at |x| = 15.7 on gmm8
+    (log p = -4660) moves the mean of the other 1999 (-1.797) to -4.21. Dropping the lowest
+    0.5 % (10 of 2000) makes the statistic robust to so few runaways while a field that smears
+    its mass (a ring puts ~7 % of samples between the modes) still scores low; the runaways
+    themselves are counted by the off-mode share. Compared with the same trim of real data.
+    """
+    from scipy.stats import trim1
+
+    return float(np.mean(trim1(np.asarray(log_p, np.float64), trim, tail="left")))
 
 
 def mode_coverage(counts: np.ndarray, weights: np.ndarray, min_share: float = 0.1,

@@ -20,7 +20,8 @@ from zoo.registry import ZooError
 
 # column key -> eval.json metric name, for the ODE samples ("<key>" ends in _ode) and the SDE's
 ODE_METRICS = {
-    "logp_ode": "mean_log_density", "mmd_ode": "mmd_rbf", "prec_ode": "precision",
+    "logpt_ode": "trimmed_log_density", "logp_ode": "mean_log_density", "mmd_ode": "mmd_rbf",
+    "prec_ode": "precision",
     "recall_ode": "recall", "density_ode": "density", "coverage_ode": "coverage",
     "offmode_ode": "off_mode", "modes_ode": "mode_coverage", "kl_ode": "component_kl",
     "w2_ode": "w2", "sw2_ode": "sliced_w2", "energy_ode": "energy",

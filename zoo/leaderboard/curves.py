@@ -16,7 +16,8 @@ import numpy as np
 from zoo.leaderboard.collect import Run
 
 # the curve metric (eval.json name) of each sample verdict column
-CURVE_METRIC = {"logp_ode": "mean_log_density", "mmd_ode": "mmd_rbf"}
+CURVE_METRIC = {"logpt_ode": "trimmed_log_density", "logp_ode": "mean_log_density",
+                "mmd_ode": "mmd_rbf"}
 
 
 @dataclass

@@ -124,7 +124,7 @@ def _curves(plt, ds: Dataset, runs: list[Run], path: Path) -> bool:
     curves = field_curves(runs, ds.name)
     if not curves:
         return False
-    key = ds.verdict[0] if ds.verdict[0] in CURVE_METRIC else "logp_ode"
+    key = ds.verdict[0] if ds.verdict[0] in CURVE_METRIC else "logpt_ode"
     metrics = [(CURVE_METRIC[key], COLUMNS[key].title.replace(" ODE", ""))]
     metrics.append(("mmd_rbf", "MMD") if key != "mmd_ode" else ("precision", "precision"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
