@@ -254,6 +254,33 @@ def test_jax_double_backward_matches_torch():
     assert np.any(got["blocks.0.attn.qkv.weight"] != 0)
 
 
+def test_jvp_tangent_gradients_match_jax():
+    """d/dparams of sum c * (J v), J = d out / dx: the part of the qc penalty's gradient that goes
+    through a forward-mode JVP. torch 2.14 gets it wrong through F.layer_norm (3e-3 to 2e-2
+    relative in float64; fields/torch/dit.py writes the norm from mean and variance instead), so
+    this compares torch's torch.func.jvp-then-backward with JAX's on the whole DiT."""
+    shape = (1, 8, 8)
+    mt, mj = make(shape, 1, 0, weights="random", fused_attn=False)
+    x, t = inputs(shape, n=2)
+    v = np.random.default_rng(5).standard_normal(x.shape)
+    c = np.random.default_rng(6).standard_normal((len(x), 64))
+    xt, tt, vt, ct = (torch.as_tensor(a) for a in (x, t, v, c))
+    _, w = torch.func.jvp(lambda y: mt(y, tt), (xt,), (vt,))
+    names, params = zip(*mt.named_parameters())
+    want = dict(zip(names, torch.autograd.grad((w * ct).sum(), params, allow_unused=True)))
+
+    def tangent(m):
+        def one(xi, ti, vi, ci):
+            return jnp.sum(ci * jax.jvp(lambda y: m(y, ti), (xi,), (vi,))[1])
+        return jnp.sum(jax.vmap(one)(*(jnp.asarray(a) for a in (x, t, v, c))))
+
+    got = JB.named_params(eqx.filter_jit(eqx.filter_grad(tangent))(mj))
+    for k, g in got.items():
+        w_ = np.zeros_like(g) if want[k] is None else want[k].numpy()
+        assert np.max(np.abs(g - w_)) <= 1e-9 * max(np.max(np.abs(w_)), 1e-12), k
+    assert np.any(got["blocks.0.attn.qkv.weight"] != 0)
+
+
 @pytest.mark.parametrize("scalar_bias", [True, False])
 def test_every_parameter_influences_output(scalar_bias):
     mt, _ = make((1, 8, 8), 1, 2, weights="random", scalar_bias=scalar_bias)

@@ -108,13 +108,7 @@ def test_parity_scores_float32(name, rng):
     assert rel(st, sj) < 1e-5
 
 
-QC_DIT = ("torch's gradient of the qc penalty (a JVP, differentiated again) through the DiT "
-          "differs from JAX's by 1.7e-3 relative in float64 while the loss agrees to 1e-9; "
-          "cause not yet found (qc-unet and qc-mlp agree)")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow, pytest.mark.xfail(
-    strict=True, reason=QC_DIT)]) if n == "qc-dit" else p for n, p in zip(PAIRS, SLOW_PAIRS)])
+@pytest.mark.parametrize("name", SLOW_PAIRS)
 def test_parity_loss_and_gradients_float64(name, rng):
     cfg = TrainConfig(arch=name, batch=64, data=_data(name))
     batch = draw_batch(rng, zoo.get_dataset(cfg.data), cfg)
@@ -126,8 +120,7 @@ def test_parity_loss_and_gradients_float64(name, rng):
         assert rel(gt[k], gj[k]) < 1e-9, k
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow, pytest.mark.xfail(
-    strict=False, reason=QC_DIT)]) if n == "qc-dit" else p for n, p in zip(PAIRS, SLOW_PAIRS)])
+@pytest.mark.parametrize("name", SLOW_PAIRS)
 def test_parity_after_200_training_steps_float64(name):
     info = zoo.get_info(name, "torch")
     runs = {}
