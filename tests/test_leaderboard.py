@@ -343,6 +343,22 @@ def test_non_finite_samples_are_shown_not_averaged(tmp_path):
     assert not [c for c in r["comparisons"] if c.arch == "energy-mlp" and c.key == "logpt_ode"]
 
 
+def test_peak_rss_sees_a_step_s_activations():
+    """peak_rss measures a fresh process: free-mlp at width 1024 on a batch of 32768 holds
+    activations of 32768 x 1024 float32 (128 MiB) per layer and their gradients, a batch of 8
+    almost nothing, on top of the same libraries and the same weights."""
+    from zoo.bench import peak_rss
+
+    small = peak_rss("free-mlp", "torch", data="gmm8", batch=8,
+                     options={"width": 1024, "depth": 2}, steps=1)
+    big = peak_rss("free-mlp", "torch", data="gmm8", batch=32768,
+                   options={"width": 1024, "depth": 2}, steps=1)
+    assert small["peak_mib"] >= small["built_mib"] > 50
+    assert small["peak_mib"] - small["built_mib"] < 64
+    assert big["peak_mib"] - big["built_mib"] > 256, big
+    assert abs(big["built_mib"] - small["built_mib"]) < 64  # the same process up to the step
+
+
 def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
     rec = tmp_path / "bench" / "train.json"
     code, out, err = run(["bench", "train", "--pattern", "[ef]*-mlp", "--backends", "torch",
@@ -352,7 +368,8 @@ def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
     r = json.loads(rec.read_text())
     assert r["settings"] == {"pattern": "[ef]*-mlp", "backends": ["torch"], "batch": 16,
                              "data": "gmm8", "steps": 2, "rounds": 3, "device": "cpu",
-                             "options": {"width": 8, "depth": 1}, "interleaved": True}
+                             "options": {"width": 8, "depth": 1}, "interleaved": True,
+                             "peak_rss": False}
     assert set(r["machine"]) == {"cpu", "cpu_count", "torch_threads", "platform"}
     assert {"python", "numpy", "torch", "jax", "jaxlib", "equinox", "optax"} <= set(r["versions"])
     by = {x["field"]: x for x in r["results"]}

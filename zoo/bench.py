@@ -63,16 +63,57 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], med, q[2]
 
 
+def _peak_rss_child(arch: str, backend: str, data: str, batch: int, options: dict,
+                    steps: int) -> None:
+    """(In a fresh process) build the trainer, take ``steps`` training steps, print JSON with the
+    process's peak resident set size before the first step and after the last (MiB)."""
+    import json
+    import resource
+
+    cfg = TrainConfig(arch=arch, backend=backend, data=data, batch=batch, options=options)
+    trainer, ds, rng = make_trainer(cfg)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    for _ in range(steps):
+        loss = trainer.step(draw_batch(rng, ds, cfg))
+    _sync(loss)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"built_mib": before, "peak_mib": peak}))
+
+
+def peak_rss(arch: str, backend: str, *, data: str, batch: int, options: dict,
+             steps: int = 3) -> dict:
+    """Peak RSS (MiB) of a fresh process that builds ``arch`` and trains ``steps`` steps: the
+    memory a training run needs (the libraries, the field, one step's activations and the
+    gradients' graph), measured apart from this process (ru_maxrss is a process-wide maximum).
+    {"built_mib": before the first step, "peak_mib": after the last}."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from zoo.bench import _peak_rss_child as c; "
+            "c(*json.loads(sys.argv[1]))")
+    args = json.dumps([arch, backend, data, batch, options, steps])
+    r = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS",
+                                                                          "cpu")})
+    if r.returncode != 0:
+        raise ZooError(f"peak RSS of {arch} ({backend}): the child failed: "
+                       f"{(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
                 rounds: int, options: dict | None = None, out: str | Path | None = None,
-                show: bool = True) -> list[dict]:
+                show: bool = True, rss: bool = False) -> list[dict]:
     """Time training steps of every trainable field matching ``pattern``; prints a table with each
     field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...).
 
     ``options``: field options for every field (e.g. {"width": 128}, as a suite's); ``out``: write
-    the JSON record there (see the module docstring). Returns one dict per (field, backend):
-    field, backend, backbone, options, ms_per_step (median block), iqr_ms, ratio_to_free (None
-    without a free field on that backbone and backend), ms_per_round.
+    the JSON record there (see the module docstring); ``rss``: also the peak RSS of a fresh
+    process training each field (``peak_rss``), after the timing. Returns one dict per (field,
+    backend): field, backend, backbone, options, ms_per_step (median block), iqr_ms,
+    ratio_to_free (None without a free field on that backbone and backend), ms_per_round, and
+    with ``rss`` peak_rss_mib and built_rss_mib.
     """
     from rich.console import Console
     from rich.table import Table
@@ -106,19 +147,31 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                 c["times"].append((time.perf_counter() - t0) / steps)
     ref = {(c["backbone"], c["backend"]): statistics.median(c["times"]) for c in cases
            if c["name"] == f"free-{c['backbone']}"}
+    mem = {}
+    if rss:
+        with console.status("peak RSS") as status:
+            for c in cases:
+                status.update(f"peak RSS: {c['name']} ({c['backend']})")
+                mem[(c["name"], c["backend"])] = peak_rss(
+                    c["name"], c["backend"], data=data, batch=batch, options=c["options"])
     table = Table("field", "backend", "ms/step (median)", "spread (IQR)", "ratio to free",
+                  *(["peak RSS MiB"] if rss else []),
                   title=f"training step, batch {batch}, {data}, {rounds} rounds x {steps} steps")
     results = []
     for c in cases:
         q1, med, q3 = _quartiles(c["times"])
         key = (c["backbone"], c["backend"])
         ratio = med / ref[key] if key in ref else None
+        m = mem.get((c["name"], c["backend"]))
         table.add_row(c["name"], c["backend"], f"{1e3 * med:.2f}", f"{1e3 * (q3 - q1):.2f}",
-                      "–" if ratio is None else f"{ratio:.2f}")
+                      "–" if ratio is None else f"{ratio:.2f}",
+                      *([f"{m['peak_mib']:.0f}"] if m else []))
         results.append({"field": c["name"], "backend": c["backend"], "backbone": c["backbone"],
                         "options": c["options"], "ms_per_step": 1e3 * med,
                         "iqr_ms": 1e3 * (q3 - q1), "ratio_to_free": ratio,
-                        "ms_per_round": [1e3 * t for t in c["times"]]})
+                        "ms_per_round": [1e3 * t for t in c["times"]],
+                        **({"peak_rss_mib": m["peak_mib"], "built_rss_mib": m["built_mib"]}
+                           if m else {})})
     console.print(table)
     if out_path is not None:
         from zoo import checkpoint
@@ -130,7 +183,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             "settings": {"pattern": pattern, "backends": list(backends), "batch": batch,
                          "data": data, "steps": steps, "rounds": rounds,
                          "options": dict(options or {}), "device": "cpu",
-                         "interleaved": True},
+                         "interleaved": True, "peak_rss": rss},
             "machine": machine, "versions": versions, "results": results}
         out_path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out_path, record)

@@ -654,12 +654,16 @@ def bench() -> None:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Also write a JSON record (settings, medians, IQRs, ratios, machine, library "
               "versions, date) there, e.g. results/bench/train-mlp.json for the leaderboard.")
-def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, out_path) -> None:
-    """Median training-step time of every field and its ratio to free-mlp in the same backend."""
+@click.option("--rss/--no-rss", default=False, show_default=True,
+              help="Also measure each field's peak resident memory: a fresh process builds it "
+              "and trains 3 steps (after the timing; adds a process start per field).")
+def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, out_path, rss) -> None:
+    """Median training-step time of every field and its ratio to the free field on the same
+    backbone and backend (free-mlp, free-unet, free-dit), blocks of steps interleaved."""
     from zoo.bench import bench_train as run
 
     run(pattern, _backends(backend_list), batch=batch, data=data, steps=steps, rounds=rounds,
-        options=parse_options(opts), out=out_path)
+        options=parse_options(opts), out=out_path, rss=rss)
 
 
 @bench.command("sample")
