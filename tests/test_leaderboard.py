@@ -359,6 +359,28 @@ def test_peak_rss_sees_a_step_s_activations():
     assert abs(big["built_mib"] - small["built_mib"]) < 64  # the same process up to the step
 
 
+def test_bench_memory_record(tmp_path, capsys):
+    """`zoo bench memory` measures each field in its own process: a parent holding a large
+    array does not show up in the children's numbers (ru_maxrss would inherit it)."""
+    from zoo.bench import _hwm_mib
+
+    hold = np.ones(2**30 // 8)  # 1 GiB resident in this process
+    rec = tmp_path / "memory.json"
+    code, out, err = run(["bench", "memory", "--pattern", "[ef]*-mlp", "--backends", "torch",
+                          "--batch", "16", "--steps", "1", "--opt", "width=8", "--out",
+                          str(rec)], capsys)
+    assert code == 0, err
+    r = json.loads(rec.read_text())
+    assert r["kind"] == "zoo bench memory" and r["settings"]["steps"] == 1
+    by = {x["field"]: x for x in r["results"]}
+    assert {"free-mlp", "energy-mlp", "energysq-mlp"} <= set(by)
+    assert by["free-mlp"]["ratio_to_free"] == 1.0 and by["free-mlp"]["options"]["width"] == 8
+    parent = _hwm_mib()  # > 1 GiB; a child that inherited it would report at least as much
+    for x in by.values():
+        assert 0 < x["built_mib"] <= x["peak_mib"] < parent - 512, (x, parent)
+    assert hold.sum() == 2**27  # held until here
+
+
 def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
     rec = tmp_path / "bench" / "train.json"
     code, out, err = run(["bench", "train", "--pattern", "[ef]*-mlp", "--backends", "torch",
@@ -368,8 +390,7 @@ def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
     r = json.loads(rec.read_text())
     assert r["settings"] == {"pattern": "[ef]*-mlp", "backends": ["torch"], "batch": 16,
                              "data": "gmm8", "steps": 2, "rounds": 3, "device": "cpu",
-                             "options": {"width": 8, "depth": 1}, "interleaved": True,
-                             "peak_rss": False}
+                             "options": {"width": 8, "depth": 1}, "interleaved": True}
     assert set(r["machine"]) == {"cpu", "cpu_count", "torch_threads", "platform"}
     assert {"python", "numpy", "torch", "jax", "jaxlib", "equinox", "optax"} <= set(r["versions"])
     by = {x["field"]: x for x in r["results"]}

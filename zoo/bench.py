@@ -63,28 +63,43 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], med, q[2]
 
 
+def _hwm_mib() -> float:
+    """This process's peak resident set size so far, MiB: VmHWM of /proc/self/status (Linux; it
+    belongs to the process's own address space, so unlike ru_maxrss it does not inherit the
+    parent's size across fork and exec), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
+
+
 def _peak_rss_child(arch: str, backend: str, data: str, batch: int, options: dict,
                     steps: int) -> None:
     """(In a fresh process) build the trainer, take ``steps`` training steps, print JSON with the
     process's peak resident set size before the first step and after the last (MiB)."""
     import json
-    import resource
 
     cfg = TrainConfig(arch=arch, backend=backend, data=data, batch=batch, options=options)
     trainer, ds, rng = make_trainer(cfg)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    before = _hwm_mib()
     for _ in range(steps):
         loss = trainer.step(draw_batch(rng, ds, cfg))
     _sync(loss)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"built_mib": before, "peak_mib": peak}))
+    print(json.dumps({"built_mib": before, "peak_mib": _hwm_mib()}))
 
 
 def peak_rss(arch: str, backend: str, *, data: str, batch: int, options: dict,
              steps: int = 3) -> dict:
     """Peak RSS (MiB) of a fresh process that builds ``arch`` and trains ``steps`` steps: the
     memory a training run needs (the libraries, the field, one step's activations and the
-    gradients' graph), measured apart from this process (ru_maxrss is a process-wide maximum).
+    gradients' graph), measured in a child process so that nothing of this one counts.
     {"built_mib": before the first step, "peak_mib": after the last}."""
     import json
     import subprocess
@@ -104,16 +119,14 @@ def peak_rss(arch: str, backend: str, *, data: str, batch: int, options: dict,
 
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
                 rounds: int, options: dict | None = None, out: str | Path | None = None,
-                show: bool = True, rss: bool = False) -> list[dict]:
+                show: bool = True) -> list[dict]:
     """Time training steps of every trainable field matching ``pattern``; prints a table with each
     field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...).
 
     ``options``: field options for every field (e.g. {"width": 128}, as a suite's); ``out``: write
-    the JSON record there (see the module docstring); ``rss``: also the peak RSS of a fresh
-    process training each field (``peak_rss``), after the timing. Returns one dict per (field,
-    backend): field, backend, backbone, options, ms_per_step (median block), iqr_ms,
-    ratio_to_free (None without a free field on that backbone and backend), ms_per_round, and
-    with ``rss`` peak_rss_mib and built_rss_mib.
+    the JSON record there (see the module docstring). Returns one dict per (field, backend):
+    field, backend, backbone, options, ms_per_step (median block), iqr_ms, ratio_to_free (None
+    without a free field on that backbone and backend), ms_per_round.
     """
     from rich.console import Console
     from rich.table import Table
@@ -147,46 +160,86 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                 c["times"].append((time.perf_counter() - t0) / steps)
     ref = {(c["backbone"], c["backend"]): statistics.median(c["times"]) for c in cases
            if c["name"] == f"free-{c['backbone']}"}
-    mem = {}
-    if rss:
-        with console.status("peak RSS") as status:
-            for c in cases:
-                status.update(f"peak RSS: {c['name']} ({c['backend']})")
-                mem[(c["name"], c["backend"])] = peak_rss(
-                    c["name"], c["backend"], data=data, batch=batch, options=c["options"])
     table = Table("field", "backend", "ms/step (median)", "spread (IQR)", "ratio to free",
-                  *(["peak RSS MiB"] if rss else []),
                   title=f"training step, batch {batch}, {data}, {rounds} rounds x {steps} steps")
     results = []
     for c in cases:
         q1, med, q3 = _quartiles(c["times"])
         key = (c["backbone"], c["backend"])
         ratio = med / ref[key] if key in ref else None
-        m = mem.get((c["name"], c["backend"]))
         table.add_row(c["name"], c["backend"], f"{1e3 * med:.2f}", f"{1e3 * (q3 - q1):.2f}",
-                      "–" if ratio is None else f"{ratio:.2f}",
-                      *([f"{m['peak_mib']:.0f}"] if m else []))
+                      "–" if ratio is None else f"{ratio:.2f}")
         results.append({"field": c["name"], "backend": c["backend"], "backbone": c["backbone"],
                         "options": c["options"], "ms_per_step": 1e3 * med,
                         "iqr_ms": 1e3 * (q3 - q1), "ratio_to_free": ratio,
-                        "ms_per_round": [1e3 * t for t in c["times"]],
-                        **({"peak_rss_mib": m["peak_mib"], "built_rss_mib": m["built_mib"]}
-                           if m else {})})
+                        "ms_per_round": [1e3 * t for t in c["times"]]})
     console.print(table)
     if out_path is not None:
-        from zoo import checkpoint
+        _write_record(out_path, "zoo bench train", {
+            "pattern": pattern, "backends": list(backends), "batch": batch, "data": data,
+            "steps": steps, "rounds": rounds, "options": dict(options or {}), "device": "cpu",
+            "interleaved": True}, results)
+        console.print(f"wrote {out_path}")
+    return results
 
-        machine, versions = machine_info()
-        record = {
-            "kind": "zoo bench train",
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "settings": {"pattern": pattern, "backends": list(backends), "batch": batch,
-                         "data": data, "steps": steps, "rounds": rounds,
-                         "options": dict(options or {}), "device": "cpu",
-                         "interleaved": True, "peak_rss": rss},
-            "machine": machine, "versions": versions, "results": results}
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(out_path, record)
+
+def _write_record(out_path: Path, kind: str, settings: dict, results: list[dict]) -> None:
+    from zoo import checkpoint
+
+    machine, versions = machine_info()
+    record = {"kind": kind,
+              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+              "settings": settings, "machine": machine, "versions": versions,
+              "results": results}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out_path, record)
+
+
+def bench_memory(pattern: str, backends: list[str], *, batch: int, data: str, steps: int = 3,
+                 options: dict | None = None, out: str | Path | None = None,
+                 show: bool = True) -> list[dict]:
+    """Peak resident memory of training each trainable field matching ``pattern``: one fresh
+    process per field (``peak_rss``), so the numbers do not depend on what ran before. Prints a
+    table with each field's ratio to the free field on the same backbone and backend; ``out``
+    writes a JSON record like ``bench_train``'s. Returns one dict per (field, backend): field,
+    backend, backbone, options, built_mib, peak_mib, ratio_to_free."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from zoo.registry import resolve_options
+
+    console = Console(quiet=not show)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.is_dir():
+        raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. memory.json)")
+    infos = [i for i in entries(pattern) if i.trainable and i.backend in backends]
+    if not infos:
+        console.print(f"no trainable field matches {pattern!r}")
+        return []
+    results = []
+    with console.status("peak RSS") as status:
+        for info in infos:
+            status.update(f"peak RSS: {info.name} ({info.backend})")
+            opts = resolve_options(info.options or {}, dict(options or {}))
+            m = peak_rss(info.name, info.backend, data=data, batch=batch, options=opts,
+                         steps=steps)
+            results.append({"field": info.name, "backend": info.backend,
+                            "backbone": info.backbone, "options": opts, **m})
+    ref = {(r["backbone"], r["backend"]): r["peak_mib"] for r in results
+           if r["field"] == f"free-{r['backbone']}"}
+    table = Table("field", "backend", "after build MiB", "peak MiB", "peak / free",
+                  title=f"peak resident memory of a process training {steps} steps, batch "
+                  f"{batch}, {data}")
+    for r in results:
+        key = (r["backbone"], r["backend"])
+        r["ratio_to_free"] = r["peak_mib"] / ref[key] if key in ref else None
+        table.add_row(r["field"], r["backend"], f"{r['built_mib']:.0f}", f"{r['peak_mib']:.0f}",
+                      "–" if r["ratio_to_free"] is None else f"{r['ratio_to_free']:.2f}")
+    console.print(table)
+    if out_path is not None:
+        _write_record(out_path, "zoo bench memory", {
+            "pattern": pattern, "backends": list(backends), "batch": batch, "data": data,
+            "steps": steps, "options": dict(options or {}), "device": "cpu"}, results)
         console.print(f"wrote {out_path}")
     return results
 

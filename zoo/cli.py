@@ -654,16 +654,33 @@ def bench() -> None:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Also write a JSON record (settings, medians, IQRs, ratios, machine, library "
               "versions, date) there, e.g. results/bench/train-mlp.json for the leaderboard.")
-@click.option("--rss/--no-rss", default=False, show_default=True,
-              help="Also measure each field's peak resident memory: a fresh process builds it "
-              "and trains 3 steps (after the timing; adds a process start per field).")
-def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, out_path, rss) -> None:
+def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, out_path) -> None:
     """Median training-step time of every field and its ratio to the free field on the same
     backbone and backend (free-mlp, free-unet, free-dit), blocks of steps interleaved."""
     from zoo.bench import bench_train as run
 
     run(pattern, _backends(backend_list), batch=batch, data=data, steps=steps, rounds=rounds,
-        options=parse_options(opts), out=out_path, rss=rss)
+        options=parse_options(opts), out=out_path)
+
+
+@bench.command("memory")
+@click.option("--pattern", default="*-mlp", show_default=True, help="Fields to measure (fnmatch).")
+@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
+@click.option("--batch", default=512, show_default=True, type=POSITIVE_INT)
+@click.option("--data", default="gmm8", show_default=True)
+@click.option("--steps", default=3, show_default=True, type=POSITIVE_INT,
+              help="Training steps each process takes.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A field option for every field (repeatable).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Also write a JSON record there, e.g. results/bench/memory-unet.json.")
+def bench_memory_cmd(pattern, backend_list, batch, data, steps, opts, out_path) -> None:
+    """Peak resident memory (VmHWM) of a fresh process that builds each field and trains a few
+    steps, and its ratio to the free field on the same backbone and backend."""
+    from zoo.bench import bench_memory
+
+    bench_memory(pattern, _backends(backend_list), batch=batch, data=data, steps=steps,
+                 options=parse_options(opts), out=out_path)
 
 
 @bench.command("sample")
