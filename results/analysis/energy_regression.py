@@ -33,6 +33,7 @@ from zoo import backends  # noqa: E402,F401  (enables x64 for the exact score)
 from zoo.api import create, make_schedule  # noqa: E402
 from zoo.data import get_dataset  # noqa: E402
 
+
 class Variant(eqx.Module):
     """Candidate scalar-energy heads around an energy-mlp field's scalar g (for screening)."""
 

@@ -79,7 +79,9 @@ def main(argv=None):
 
     cfg = TrainConfig(arch=a.arch, backend="jax", data=a.data, steps=a.steps, seed=a.seed,
                       lr=a.lr, t_sampling="power", options={"width": a.width, "depth": a.depth, "act": a.act})
-    out = Path(f"/tmp/inv/{a.arch}-{a.data}-{a.steps}-lr{a.lr:g}-w{a.width}d{a.depth}-s{a.seed}{'' if a.act == 'silu' else '-' + a.act}{a.tag}")
+    act = "" if a.act == "silu" else "-" + a.act
+    out = Path(f"/tmp/inv/{a.arch}-{a.data}-{a.steps}-lr{a.lr:g}-w{a.width}d{a.depth}-s{a.seed}"
+               f"{act}{a.tag}")
     train(cfg, out, show_progress=False)
     field, c = load(out)
     sched = make_schedule(c["schedule"], c["t_min"], c["T"])

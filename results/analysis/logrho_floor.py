@@ -25,13 +25,14 @@ for data in ("checkerboard", "gmm8"):
     ex = create("exact", "torch", data=data, schedule=sch, dtype="float64")
     rng = np.random.default_rng(123)
 
-    def logp(x):
+    def logp(x, ex=ex):
         with torch.no_grad():
             return ex.log_density(torch.as_tensor(x), torch.full((len(x),), 1e-3,
                                                                  dtype=torch.float64)).numpy()
 
-    def real(t, m):
-        return float(sch.alpha(t)) * ds.sample(rng, m) + float(sch.sigma(t)) * rng.standard_normal((m, 2))
+    def real(t, m, sch=sch, ds=ds, rng=rng):
+        return (float(sch.alpha(t)) * ds.sample(rng, m)
+                + float(sch.sigma(t)) * rng.standard_normal((m, 2)))
 
     lp = logp(real(1e-3, N))
     means = lp[: (N // n) * n].reshape(-1, n).mean(1)
@@ -46,5 +47,5 @@ for data in ("checkerboard", "gmm8"):
     base = lp.mean()
     for tp in (1.01e-3, 1.02e-3, 1.05e-3, 1.1e-3, 1.2e-3):
         v = logp(real(tp, N)).mean()
-        print(f"   samples from rho_t' t'={tp:.4g} (sigma^2 +{float(sch.sigma(tp))**2 - float(sch.sigma(1e-3))**2:.2e}):"
-              f" deficit {v - base:+.4f}")
+        dvar = float(sch.sigma(tp)) ** 2 - float(sch.sigma(1e-3)) ** 2
+        print(f"   samples from rho_t' t'={tp:.4g} (sigma^2 +{dvar:.2e}): deficit {v - base:+.4f}")
