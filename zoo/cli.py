@@ -639,11 +639,21 @@ def bench() -> None:
     """Benchmarks: ratios measured side by side in one run (never timed tests)."""
 
 
+def _training_bench_options(f):
+    """The options `bench train` and `bench memory` share: which fields, on what batch."""
+    for opt in reversed([
+        click.option("--pattern", default="*-mlp", show_default=True,
+                     help="Fields to measure (fnmatch)."),
+        click.option("--backends", "backend_list", default="torch,jax", show_default=True),
+        click.option("--batch", default=512, show_default=True, type=POSITIVE_INT),
+        click.option("--data", default="gmm8", show_default=True),
+    ]):
+        f = opt(f)
+    return f
+
+
 @bench.command("train")
-@click.option("--pattern", default="*-mlp", show_default=True, help="Fields to time (fnmatch).")
-@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
-@click.option("--batch", default=512, show_default=True, type=POSITIVE_INT)
-@click.option("--data", default="gmm8", show_default=True)
+@_training_bench_options
 @click.option("--steps", default=20, show_default=True, type=POSITIVE_INT,
               help="Steps per timed block.")
 @click.option("--rounds", default=7, show_default=True, type=POSITIVE_INT,
@@ -664,10 +674,7 @@ def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, out_pat
 
 
 @bench.command("memory")
-@click.option("--pattern", default="*-mlp", show_default=True, help="Fields to measure (fnmatch).")
-@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
-@click.option("--batch", default=512, show_default=True, type=POSITIVE_INT)
-@click.option("--data", default="gmm8", show_default=True)
+@_training_bench_options
 @click.option("--steps", default=3, show_default=True, type=POSITIVE_INT,
               help="Training steps each process takes.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
