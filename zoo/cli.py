@@ -331,10 +331,17 @@ def nll(run, n, seed, estimator, rtol, atol) -> None:
               help="Gauss-Legendre nodes per loop segment.")
 @click.option("--probes", default=16, show_default=True, type=POSITIVE_INT,
               help="Probes per point of the stochastic NAsym (d > 256).")
+@click.option("--jacobian", default="auto", show_default=True,
+              type=click.Choice(["auto", "exact", "hutchinson"]),
+              help="NAsym from exact Jacobians or Hutchinson probes (auto: exact for d <= 256).")
+@click.option("--quad-err/--no-quad-err", default=True, show_default=True,
+              help="Integrate every loop again with half the nodes (half as many field calls "
+                   "again) and record the difference, quad_err.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--raw", is_flag=True, help="Use the last weights instead of the EMA weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print check.json instead of a table.")
-def check(run, times, n_points, n_loops, K, nodes, probes, seed, raw, as_json) -> None:
+def check(run, times, n_points, n_loops, K, nodes, probes, jacobian, quad_err, seed, raw,
+          as_json) -> None:
     """How far RUN's field is from a true score (DC, IC, split, exact-score error): check.json."""
     from zoo.diagnostics import check_run
 
@@ -347,7 +354,7 @@ def check(run, times, n_points, n_loops, K, nodes, probes, seed, raw, as_json) -
         if not ts or not all(math.isfinite(v) and v > 0 for v in ts):
             raise ZooError(f"--times must be positive finite numbers, got {times!r}")
     r = check_run(run, ema=not raw, times=ts, n_points=n_points, n_loops=n_loops, K=K,
-                  nodes=nodes, probes=probes, seed=seed)
+                  nodes=nodes, probes=probes, jacobian=jacobian, quad_err=quad_err, seed=seed)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
@@ -712,6 +719,67 @@ def _backends(text: str) -> list[str]:
     if bad or not bks:
         raise ZooError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
     return bks
+
+
+# --- zoo classifier: the offline image-quality classifier (zoo/classifier.py) ---------------------
+
+_CLASSIFIER_DATA = click.Choice(["digits", "mnist"])
+
+
+@cli.group()
+def classifier() -> None:
+    """The small CNN whose features the image metrics use (FD, class histogram, PRDC).
+
+    The digits classifier ships with the package (zoo/assets/digits-classifier.safetensors and
+    its .json record with the sha256); mnist reads its local files ($ZOO_DATA_ROOT, else ./data).
+    """
+
+
+@classifier.command("train", short_help="Train the classifier deterministically; write weights and record.")
+@click.option("--data", default="digits", show_default=True, type=_CLASSIFIER_DATA,
+              help="Image dataset whose train split the classifier learns.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for DATA-classifier.safetensors and .json [default: the package's "
+              "zoo/assets, replacing the shipped file].")
+def classifier_train(data: str, out: str | None) -> None:
+    """Train the classifier deterministically (seed 0, one thread, fixed data order) and write
+    its weights and record (sha256, train and test accuracy, architecture, settings, versions).
+    On the same machine and library versions a retrained file has the same sha256."""
+    import time
+
+    from zoo.classifier import paths, save_classifier, train_classifier
+
+    t0 = time.perf_counter()
+    model, record = train_classifier(data)
+    seconds = time.perf_counter() - t0
+    record = save_classifier(model, record, out)
+    weights, rec = paths(data, out)
+    click.echo(f"wrote {weights} and {rec.name}: sha256 {record['sha256']}")
+    click.echo(f"train accuracy {record['train_accuracy']:.4f}, test accuracy "
+               f"{record['test_accuracy']:.4f} ({record['n_test']} images), "
+               f"trained in {seconds:.1f} s")
+
+
+@classifier.command("check", short_help="Check the weights' sha256 and recompute the test accuracy.")
+@click.option("--data", default="digits", show_default=True, type=_CLASSIFIER_DATA,
+              help="Dataset whose test split the accuracy is measured on.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="A classifier's .safetensors (its record is the .json beside it) "
+              "[default: the package's DATA-classifier.safetensors].")
+def classifier_check(data: str, weights: str | None) -> None:
+    """Check the weights' sha256 against their record and recompute the test accuracy; a
+    mismatching file (or an accuracy other than the recorded one) is an error, exit 2."""
+    from zoo.classifier import _image_set, accuracy, load_classifier, paths
+
+    model, record = load_classifier(data, weights)
+    images = _image_set(data)
+    acc = accuracy(model, images.test, images.test_labels)
+    click.echo(f"{weights or paths(data)[0]}: sha256 {record['sha256']} matches its record")
+    click.echo(f"test accuracy {acc:.4f} ({round(acc * len(images.test))}/{len(images.test)}), "
+               f"recorded {record['test_accuracy']:.4f}")
+    if abs(acc - record["test_accuracy"]) > 0.5 / len(images.test):
+        raise ZooError(f"test accuracy {acc:.4f} differs from the recorded "
+                       f"{record['test_accuracy']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> None:
