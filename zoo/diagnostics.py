@@ -9,12 +9,21 @@ grid of times, for any registered field in either backend (through ``zoo.backend
   to d = 256; above, the unbiased estimates ||J - J^T||_F^2 = E_v ||Jv - J^T v||^2 and
   ||J||_F^2 = E_v ||Jv||^2 (Rademacher v; one JVP and one VJP per probe), reported with an SE.
 - Integral constraint (IC): circulation Gamma = closed integral of s . dx around the seed paper's
-  loops from data points x_0 (Gauss-Legendre per segment), raw and normalised by the closed
-  integral of |s| |dx|:
-    polygon   — through K corrupted samples x_t^(k) ~ rho(. | x_0);
+  loops (Gauss-Legendre per segment), raw and normalised by the closed integral of |s| |dx|:
+    polygon   — through K corrupted samples x_t^(k) ~ rho(. | x_0) = N(alpha_t x_0, sigma_t^2 I);
     triangle  — through alpha_t x_0 and two corrupted samples;
     projected — the polygon with every point projected radially onto the sphere around
-                alpha_t x_0 of radius sigma_t sqrt(d), where rho(. | x_0) concentrates.
+                alpha_t x_0 of radius sigma_t sqrt(d), where rho(. | x_0) concentrates;
+    interpolated — a closed polygon through noisy points between two data points x_0a, x_0b:
+                vertex k is c_k + sigma_t eps_k, c_k = alpha_t ((1 - lambda_k) x_0a + lambda_k x_0b),
+                lambda going 0 -> 1 on one route and back 1 -> 0 on another (``interpolation_lambdas``);
+    interpolated-projected — the same vertices, every point of every chord projected radially
+                onto the shell |x - c(u)| = sigma_t sqrt(d) around the moving centre c(u), linear
+                in u between the c_k (the mean of rho(. | x_0) at the interpolated data point).
+  With each circulation the same loops are integrated with half the nodes: quad_err =
+  |Gamma_n - Gamma_{n/2}| / closed integral of |s| |dx|, an estimate of the error of
+  Gamma_{n/2} and so (Gauss-Legendre converging fast) an over-estimate of that of Gamma_n: a
+  normalised circulation well above its quad_err is resolved.
 - Split: share of the rotational part, E ||w||^2 / E ||s||^2, for heads with ``parts``.
 - Against the exact score S: E ||s - S||^2 / E ||S||^2 and the Stein residual
   r = div e + S . e, e = s - S (= div(rho_t e) / rho_t, the part of the error that moves
@@ -34,7 +43,9 @@ from zoo import backends
 from zoo.registry import ZooError
 
 EXACT_JACOBIAN_MAX_D = 256
-LOOP_FAMILIES = ("polygon", "triangle", "projected")
+LOOP_FAMILIES = ("polygon", "triangle", "projected", "interpolated", "interpolated-projected")
+JACOBIAN_ESTIMATORS = ("auto", "exact", "hutchinson")
+CHUNK = 4096  # points per field call on a loop: bounds memory for image backbones
 
 
 def default_times(schedule: Schedule, n: int = 8) -> np.ndarray:
@@ -78,7 +89,7 @@ def nasym_stochastic(jvp_vjp: Callable, x: np.ndarray, t: np.ndarray, probes: in
 
 def loop_vertices(x0: np.ndarray, alpha: float, sigma: float, K: int,
                   rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Vertices of the three loop families from data points x0 [L, d]:
+    """Vertices of the polygon, triangle and projected families from data points x0 [L, d]:
     {family: (vertices [L, k, d], sphere centres [L, d] or None)}."""
     L, d = x0.shape
     centre = alpha * x0
@@ -87,41 +98,109 @@ def loop_vertices(x0: np.ndarray, alpha: float, sigma: float, K: int,
     return {"polygon": (corrupted, None), "triangle": (tri, None), "projected": (corrupted, centre)}
 
 
-def loop_nodes(vertices: np.ndarray, centre: np.ndarray | None, radius: float, nodes: int):
-    """Gauss-Legendre points on every segment of closed paths through ``vertices`` [L, k, d].
+def interpolation_lambdas(K: int) -> np.ndarray:
+    """Interpolation weights [K] of the K vertices of an interpolated loop, in path order.
 
-    Returns points [L, k, m, d], tangents d gamma / du [L, k, m, d] and weights [m] on [0, 1].
-    With a centre c, every point of a straight segment is projected radially onto the sphere
-    |x - c| = radius. That curve is the great-circle arc between the projected end points; it is
-    parametrised here at constant angular speed (slerp), which traces the same path (so the same
-    circulation) but keeps the integrand smooth when a chord passes close to c.
+    Out on one route: lambda = 0, 1/m, ..., 1 (m = K // 2 steps, m + 1 vertices); back on the
+    other: the K - m - 1 interior values of an even grid from 1 to 0. K = 6: 0, 1/3, 2/3, 1, 2/3,
+    1/3; K = 3: 0, 1, 1/2. Both ends lie on the out route, so every vertex has its own noise.
     """
-    u, w = np.polynomial.legendre.leggauss(nodes)
-    u, w = 0.5 * (u + 1), 0.5 * w
+    if K < 3:
+        raise ZooError(f"an interpolated loop needs K >= 3 vertices, got {K}")
+    m = K // 2
+    back = np.linspace(1.0, 0.0, K - m + 1)[1:-1]
+    return np.concatenate([np.linspace(0.0, 1.0, m + 1), back])
+
+
+def interpolated_vertices(x0a: np.ndarray, x0b: np.ndarray, alpha: float, sigma: float, K: int,
+                          rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Vertices of the interpolated families from pairs of data points x0a, x0b [L, d].
+
+    Vertex k of loop l is c_lk + sigma eps_lk (eps_lk ~ N(0, I), its own for every vertex), with
+    c_lk = alpha ((1 - lambda_k) x0a_l + lambda_k x0b_l) the mean of rho(. | x_0) at the
+    interpolated data point, lambda_k from ``interpolation_lambdas``. Returns
+    {"interpolated": (vertices [L, K, d], None),
+     "interpolated-projected": (vertices [L, K, d], centres c [L, K, d])}: the centre of a point
+    between vertices k and k + 1 moves linearly from c_k to c_k+1 with the point (``loop_path``).
+    """
+    lam = interpolation_lambdas(K)[None, :, None]
+    c = alpha * ((1 - lam) * x0a[:, None, :] + lam * x0b[:, None, :])
+    v = c + sigma * rng.standard_normal(c.shape)
+    return {"interpolated": (v, None), "interpolated-projected": (v, c)}
+
+
+def loop_path(vertices: np.ndarray, centre: np.ndarray | None, radius: float, u: np.ndarray):
+    """Points and tangents at parameters u [m] in [0, 1] on every segment of closed paths.
+
+    vertices [L, k, d]; segment i runs from vertex i to vertex i + 1 (mod k). Returns points
+    gamma_i(u) [L, k, m, d] and tangents d gamma_i / du [L, k, m, d]:
+    - centre None: the chord x(u) = a + u (b - a);
+    - centre [L, d] (fixed): the chord projected radially onto the sphere |x - c| = radius, which
+      is the great-circle arc between the projected end points; it is traced here at constant
+      angular speed (slerp), the same path (so the same circulation) with an integrand that stays
+      smooth when a chord passes close to c;
+    - centre [L, k, d] (one per vertex, moving linearly along the segment, c(u) = c_i + u (c_i+1
+      - c_i)): every point of the chord projected onto the moving shell, gamma = c + r n with
+      n = (x - c) / |x - c|, and the exact tangent
+      gamma' = c' + r (I - n n^T) (x' - c') / |x - c|,
+      so that the circulation of a gradient is zero to quadrature precision.
+    """
+    uu = np.asarray(u, dtype=np.float64)[None, None, :, None]
     if centre is None:
-        a = vertices
-        seg = (np.roll(vertices, -1, axis=1) - a)[:, :, None, :]
-        p = a[:, :, None, :] + u[None, None, :, None] * seg
-        return p, np.broadcast_to(seg, p.shape), w
+        a = vertices[:, :, None, :]
+        seg = (np.roll(vertices, -1, axis=1) - vertices)[:, :, None, :]
+        p = a + uu * seg
+        return p, np.broadcast_to(seg, p.shape)
+    if centre.ndim == 3:
+        ca, cb = centre[:, :, None, :], np.roll(centre, -1, axis=1)[:, :, None, :]
+        qa = vertices[:, :, None, :] - ca
+        dq = np.roll(vertices, -1, axis=1)[:, :, None, :] - cb - qa  # x' - c'
+        q = qa + uu * dq  # x(u) - c(u)
+        nq = np.linalg.norm(q, axis=-1, keepdims=True)
+        n = q / nq
+        p = ca + uu * (cb - ca) + radius * n
+        tangent = (cb - ca) + radius * (dq - n * (n * dq).sum(-1, keepdims=True)) / nq
+        return p, tangent
     q = vertices - centre[:, None, :]
     qa = q / np.linalg.norm(q, axis=-1, keepdims=True)
     qb = np.roll(qa, -1, axis=1)
     theta = np.arccos(np.clip((qa * qb).sum(-1), -1.0, 1.0))[..., None, None]  # [L, k, 1, 1]
     th = np.maximum(theta, 1e-12)
-    uu = u[None, None, :, None]
     ca, cb = np.sin((1 - uu) * th) / np.sin(th), np.sin(uu * th) / np.sin(th)
     da, db = -th * np.cos((1 - uu) * th) / np.sin(th), th * np.cos(uu * th) / np.sin(th)
     A, Bv = qa[:, :, None, :], qb[:, :, None, :]
     p = centre[:, None, None, :] + radius * (ca * A + cb * Bv)
-    return p, radius * (da * A + db * Bv), w
+    return p, radius * (da * A + db * Bv)
+
+
+def loop_nodes(vertices: np.ndarray, centre: np.ndarray | None, radius: float, nodes: int):
+    """Gauss-Legendre points on every segment of closed paths through ``vertices`` [L, k, d]
+    (the paths of ``loop_path``): points [L, k, m, d], tangents d gamma / du [L, k, m, d] and
+    weights [m] on [0, 1]."""
+    u, w = np.polynomial.legendre.leggauss(nodes)
+    u, w = 0.5 * (u + 1), 0.5 * w
+    p, tangent = loop_path(vertices, centre, radius, u)
+    return p, tangent, w
 
 
 def circulation(score_fn: Callable, t: float, vertices: np.ndarray, centre=None,
                 radius: float = 0.0, nodes: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    """(Gamma, closed integral of |s| |dx|) per loop [L], with s = score_fn(x [N, d], t [N])."""
+    """(Gamma, closed integral of |s| |dx|) per loop [L], with s = score_fn(x [N, d], t [N]).
+
+    Gamma = sum_i int_0^1 s(gamma_i(u)) . gamma_i'(u) du over the segments i of ``loop_path``,
+    with ``nodes`` Gauss-Legendre nodes per segment: one field evaluation per node per segment
+    per loop, in calls of at most ``CHUNK`` points of equal size (so a jitted field compiles
+    for few shapes).
+    """
     p, tangent, w = loop_nodes(vertices, centre, radius, nodes)
     flat = p.reshape(-1, p.shape[-1])
-    s = score_fn(flat, np.full(len(flat), t)).reshape(p.shape).astype(np.float64)
+    n = len(flat)
+    calls = -(-n // CHUNK)
+    size = -(-n // calls)
+    pad = np.concatenate([flat, np.repeat(flat[-1:], calls * size - n, axis=0)])
+    s = np.concatenate([score_fn(pad[i:i + size], np.full(size, t))
+                        for i in range(0, len(pad), size)])[:n]
+    s = s.reshape(p.shape).astype(np.float64)
     gamma = ((s * tangent).sum(-1) * w).sum((1, 2))
     length = ((np.linalg.norm(s, axis=-1) * np.linalg.norm(tangent, axis=-1)) * w).sum((1, 2))
     return gamma, length
@@ -160,20 +239,34 @@ class _Flat:
 
 
 
-def check_field(field, backend: str, *, data: str, schedule: Schedule, dtype: str = "float32",
+def check_field(field, backend: str, *, data, schedule: Schedule, dtype: str = "float32",
                 times=None, n_points: int = 256, n_loops: int = 32, K: int = 6, nodes: int = 48,
-                probes: int = 16, seed: int = 0, progress: Callable | None = None) -> dict:
-    """Every diagnostic at every t; returns {"settings", "per_t": [...], "summary"}."""
+                probes: int = 16, seed: int = 0, jacobian: str = "auto", quad_err: bool = True,
+                progress: Callable | None = None) -> dict:
+    """Every diagnostic at every t; returns {"settings", "per_t": [...], "summary"}.
+
+    data: a dataset name, or a ``zoo.data.Dataset`` (no exact field is built for an object).
+    jacobian: "auto" (exact Jacobians for d <= EXACT_JACOBIAN_MAX_D, Hutchinson above), "exact"
+    or "hutchinson" (forced, e.g. to compare the two on one field).
+    quad_err: also integrate every loop with nodes // 2 nodes (half as many field evaluations
+    again) and record quad_err = |Gamma_n - Gamma_{n/2}| / closed integral of |s| |dx|.
+    """
     from zoo.api import create
     from zoo.data import get_dataset
 
-    ds = get_dataset(data)
+    if jacobian not in JACOBIAN_ESTIMATORS:
+        raise ZooError(f"jacobian must be one of {', '.join(JACOBIAN_ESTIMATORS)}, got {jacobian!r}")
+    ds = get_dataset(data) if isinstance(data, str) else data
     d = ds.dim
+    exact_jac = jacobian == "exact" or (jacobian == "auto" and d <= EXACT_JACOBIAN_MAX_D)
     b = _Flat(backends.get(backend), ds.shape)
     times = default_times(schedule) if times is None else np.asarray(times, dtype=np.float64)
     rng = np.random.default_rng([4, seed])
+    # the interpolated families draw from their own generator, so adding them left every other
+    # number of a check (same seed) as it was
+    rng_pairs = np.random.default_rng([4, seed, 1])
     exact = None
-    if ds.exact is not None:
+    if isinstance(data, str) and ds.exact is not None:
         exact = create("exact", backend, data=data, schedule=schedule)
     np_dtype = np.float64 if dtype == "float64" else np.float32
 
@@ -188,7 +281,7 @@ def check_field(field, backend: str, *, data: str, schedule: Schedule, dtype: st
         tt = np.full(n_points, t)
         row: dict = {"t": float(t)}
         xs, ts = x.astype(np_dtype), tt.astype(np_dtype)
-        if d <= EXACT_JACOBIAN_MAX_D:
+        if exact_jac:
             J = b.jacobian(field, xs, ts).astype(np.float64)
             row.update(nasym_exact(J))
         else:
@@ -215,10 +308,16 @@ def check_field(field, backend: str, *, data: str, schedule: Schedule, dtype: st
             row["error_sq"] = float((e**2).sum(1).mean())
         loops = {}
         verts = loop_vertices(ds.sample(rng, n_loops).reshape(n_loops, -1), a, s_t, K, rng)
-        for fam, (v, centre) in verts.items():
+        pairs = ds.sample(rng_pairs, 2 * n_loops).reshape(2, n_loops, -1)
+        verts.update(interpolated_vertices(pairs[0], pairs[1], a, s_t, K, rng_pairs))
+        for fam in LOOP_FAMILIES:
+            v, centre = verts[fam]
             gamma, length = circulation(score, t, v, centre, s_t * math.sqrt(d), nodes)
             loops[fam] = {"gamma": _quartiles(gamma), "gamma_abs": _quartiles(np.abs(gamma)),
                           "normalised": _quartiles(np.abs(gamma) / length)}
+            if quad_err:
+                half, _ = circulation(score, t, v, centre, s_t * math.sqrt(d), max(nodes // 2, 1))
+                loops[fam]["quad_err"] = _quartiles(np.abs(gamma - half) / length)
         row["loops"] = loops
         rows.append(row)
         if progress:
@@ -228,12 +327,17 @@ def check_field(field, backend: str, *, data: str, schedule: Schedule, dtype: st
     for fam in LOOP_FAMILIES:
         summary[f"circulation_{fam}_median"] = float(
             np.median([r["loops"][fam]["normalised"]["median"] for r in rows]))
+        if quad_err:  # beside it, how well the quadrature resolves it
+            summary[f"circulation_{fam}_quad_err_median"] = float(
+                np.median([r["loops"][fam]["quad_err"]["median"] for r in rows]))
     for key in ("rot_share", "score_rel_error", "stein_residual_sq", "error_sq"):
         if key in rows[0]:
             summary[f"{key}_mean"] = float(np.mean([r[key] for r in rows]))
-    settings = {"data": data, "times": [float(t) for t in times], "n_points": n_points,
-                "n_loops": n_loops, "K": K, "nodes": nodes, "probes": probes, "seed": seed,
-                "dtype": dtype, "jacobian": "exact" if d <= EXACT_JACOBIAN_MAX_D else "hutchinson"}
+    settings = {"data": ds.name, "times": [float(t) for t in times], "n_points": n_points,
+                "n_loops": n_loops, "K": K, "nodes": nodes,
+                "quad_err_nodes": max(nodes // 2, 1) if quad_err else None, "probes": probes,
+                "seed": seed, "dtype": dtype, "jacobian": "exact" if exact_jac else "hutchinson",
+                "interpolation_lambdas": interpolation_lambdas(K).tolist()}
     return {"settings": settings, "per_t": rows, "summary": summary}
 
 
