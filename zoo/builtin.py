@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fields.common import ACTIVATIONS, Schedule
-from zoo.data import BoxMixture, GaussianMixture, get_dataset
+from zoo.data import BoxMixture, FullGaussianMixture, GaussianMixture, get_dataset
 from zoo.registry import Option, ZooError, register, resolve_options
 
 # ----------------------------------------------------------------------------- heads
@@ -232,11 +232,14 @@ def _exact_factory(backend: str):
         if isinstance(ds.exact, GaussianMixture):
             m = ds.exact
             return mod.GaussianMixtureExact(m.means, m.stds, m.weights, schedule)
+        if isinstance(ds.exact, FullGaussianMixture):
+            m = ds.exact
+            return mod.FullGaussianMixtureExact(m.means, m.eigvecs, m.eigvals, m.weights, schedule)
         if isinstance(ds.exact, BoxMixture):
             m = ds.exact
             return mod.BoxMixtureExact(m.lows, m.highs, m.weights, schedule)
         raise ZooError(f"dataset {data} has no closed-form score; exact fields exist for "
-                       "gmm8, checkerboard and gmm-d")
+                       "gmm8, checkerboard, gmm-d (gmm-dN) and digits-gmm")
 
     return make
 

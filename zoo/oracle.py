@@ -131,7 +131,7 @@ class Calibration:
 def forward_draw(ds, schedule: Schedule, t: float, n: int, rng: np.random.Generator) -> np.ndarray:
     """n points of rho_t: x_t = alpha_t x_0 + sigma_t eps, [n, d] float64."""
     a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
-    x0 = ds.sample(rng, n)
+    x0 = ds.sample(rng, n).reshape(n, -1)  # image-shaped data (digits-gmm) flat, as everywhere here
     return a * x0 + s * rng.standard_normal(x0.shape)
 
 
@@ -143,13 +143,15 @@ def stratified_draw(ds, schedule: Schedule, t: float, n: int,
     rest as ``forward_draw``. Removing the multinomial noise of the component counts lowers the
     variance of mixture averages (the calibration's E|e|^2 varies a lot from mode to mode).
     """
-    from zoo.data import BoxMixture, GaussianMixture
+    from zoo.data import BoxMixture, FullGaussianMixture, GaussianMixture
 
     mix = ds.exact
     k = np.searchsorted(np.cumsum(mix.weights), (np.arange(n) + rng.uniform()) / n)
     k = np.minimum(k, len(mix.weights) - 1)
     if isinstance(mix, GaussianMixture):
         x0 = mix.means[k] + mix.stds[k, None] * rng.standard_normal((n, mix.means.shape[1]))
+    elif isinstance(mix, FullGaussianMixture):
+        x0 = mix.sample_given(k, rng)
     elif isinstance(mix, BoxMixture):
         x0 = mix.lows[k] + rng.uniform(size=(n, mix.lows.shape[1])) * (mix.highs[k] - mix.lows[k])
     else:
@@ -239,9 +241,11 @@ class PerturbedScore(nn.Module):
         return self.magnitude * self.perturbation.unit(x, t, self.exact.score(x, t))
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: [B, d], t: [B] -> s: [B, d]."""
-        S = self.exact.score(x, t)
-        return S + self.magnitude * self.perturbation.unit(x, t, S)
+        """x: [B, d], t: [B] -> s: [B, d]; images [B, *shape] (check_field) are flattened and
+        s comes back in their shape."""
+        xf = x.reshape(len(x), -1)
+        S = self.exact.score(xf, t)
+        return (S + self.magnitude * self.perturbation.unit(xf, t, S)).reshape(x.shape)
 
 
 def make_field(data: str, kind: str, magnitude: float, *, schedule: str | Schedule = "ou",
@@ -342,7 +346,7 @@ class OracleConfig:
             raise ZooError(str(e)) from None
         if ds.exact is None:
             raise ZooError(f"dataset {self.data} has no closed-form rho_t; the oracle needs one "
-                           "(gmm8, checkerboard, gmm-d, gmm-dN)")
+                           "(gmm8, checkerboard, gmm-d, gmm-dN, digits-gmm)")
         bad = [k for k in self.kinds if k not in KINDS]
         if bad or not self.kinds:
             raise ZooError(f"unknown perturbation kind(s) {bad}; choose from {', '.join(KINDS)}")
