@@ -15,6 +15,7 @@ import scipy.linalg
 import torch
 from conftest import cli
 
+import zoo
 from zoo import image_metrics as IM
 from zoo.classifier import (
     Classifier,
@@ -195,3 +196,34 @@ def test_image_metrics_and_floor_have_every_metric(digits):
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         IM.image_metrics(bad, digits.test, digits.train)
+
+
+def test_evaluate_measures_image_sets_with_the_classifier(tmp_path, monkeypatch):
+    """`zoo eval`'s metrics on digits: the classifier's metrics against the whole test split,
+    floors from training draws; copies of training images are caught as memorised, and real
+    unseen digits sit on the floor. digits-gmm gets the log-density too, but no memorisation."""
+    from zoo import evaluate as E
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path))
+    ds = get_dataset("digits")
+    rng = np.random.default_rng(0)
+    copies = ds.images.train[rng.integers(0, len(ds.images.train), 200)].reshape(200, -1)
+    r = E.evaluate_samples(copies, "digits", repeats=3)
+    m = r["metrics"]
+    assert set(m) == set(IM.IMAGE_METRICS) and r["n_ref"] == len(ds.images.test)
+    assert m["memorised"]["value"] == 1.0 and m["nn_train_dist"]["value"] == 0.0
+    assert abs(m["memorised"]["floor_mean"] - IM.MEMO_QUANTILE) < 0.05
+    # a model that puts every sample on one digit: class KL log(10)-ish, FD far above its floor
+    ones = ds.images.train[ds.images.train_labels == 1][:150].reshape(150, -1)
+    m1 = E.evaluate_samples(ones, "digits", repeats=3)["metrics"]
+    assert m1["class_kl"]["value"] > 1.5 and m1["fd"]["value"] > 10 * m1["fd"]["floor_mean"]
+    g = get_dataset("digits-gmm")
+    sch = zoo.make_schedule("ou")  # samplers stop at t_min: compare rho_{t_min} draws
+    a, sg = float(sch.alpha(sch.t_min)), float(sch.sigma(sch.t_min))
+    x = a * g.sample(rng, 200).reshape(200, -1) + sg * rng.standard_normal((200, 64))
+    mg = E.evaluate_samples(x, "digits-gmm", repeats=3)["metrics"]
+    assert "memorised" not in mg and "trimmed_log_density" in mg and "fd" in mg
+    k = "trimmed_log_density"
+    assert abs(mg[k]["value"] - mg[k]["floor_mean"]) < 4 * mg[k]["floor_std"], mg[k]
+    # FD of 200 points in 32 features scatters widely (real-vs-real 16 +- 6 over 20 draws)
+    assert mg["fd"]["value"] < 3 * mg["fd"]["floor_mean"], mg["fd"]

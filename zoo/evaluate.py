@@ -49,34 +49,115 @@ METRICS = {
 
 
 def _real_sampler(ds, schedule: Schedule):
-    """sample_real(rng, n) -> rho_{t_min} draws [n, d] float64."""
+    """sample_real(rng, n) -> rho_{t_min} draws [n, d] float64 of held-out data.
+
+    An image set's reference is its whole test split (each image once, fresh noise per call):
+    drawing n with replacement from 300 test images would repeat images and flatter every
+    two-sample metric. ``n`` is then ignored (``reference_size`` says how many there are).
+    """
     a, s = float(schedule.alpha(schedule.t_min)), float(schedule.sigma(schedule.t_min))
 
     def sample_real(rng: np.random.Generator, n: int) -> np.ndarray:
-        x0 = ds.sample_heldout(rng, n).reshape(n, -1)  # an image set's test split
+        if ds.images is not None:
+            x0 = ds.images.test.reshape(len(ds.images.test), -1)
+        else:
+            x0 = ds.sample_heldout(rng, n).reshape(n, -1)
         return a * x0 + s * rng.standard_normal(x0.shape)
 
     return sample_real
 
 
+def reference_size(ds, n_ref: int) -> int:
+    """How many reference points a comparison uses: an image set's test split, else n_ref."""
+    return len(ds.images.test) if ds.images is not None else n_ref
+
+
+def _floor_draw(ds, schedule: Schedule, names: list[str], all_metrics, n: int, n_ref: int):
+    """draw(rng) -> {name: value}: one real-vs-real comparison of a noise floor.
+
+    Points: two fresh held-out draws of sizes n and n_ref. Image sets: n training images (never
+    in the reference, drawn without replacement while n allows) against the test split, i.e. a
+    perfect model that has not copied; memorisation instead takes n test images (training
+    images are copies by definition), which score its quantile. All at t_min, fresh noise.
+    """
+    sample_real = _real_sampler(ds, schedule)
+    if ds.images is None:
+        return lambda rng: all_metrics(sample_real(rng, n), sample_real(rng, n_ref))
+    from zoo import image_metrics as IM
+
+    a, s = float(schedule.alpha(schedule.t_min)), float(schedule.sigma(schedule.t_min))
+    train = ds.images.train.reshape(len(ds.images.train), -1)
+    test = ds.images.test.reshape(len(ds.images.test), -1)
+
+    def draw(rng: np.random.Generator) -> dict[str, float]:
+        real = sample_real(rng, n_ref)
+        x0 = train[rng.choice(len(train), size=n, replace=n > len(train))]
+        v = all_metrics(a * x0 + s * rng.standard_normal(x0.shape), real)
+        if "memorised" in names:
+            t0 = test[rng.integers(0, len(test), size=n)]
+            v.update(IM.memorisation(a * t0 + s * rng.standard_normal(t0.shape), real,
+                                     ds.images.train))
+        return v
+
+    return draw
+
+
 # Bump when a metric's code or the floors' draws change: every cached floor then goes stale.
-FLOORS_VERSION = 2  # 2: trimmed_log_density
+FLOORS_VERSION = 3  # 2: trimmed_log_density; 3: image metrics
 DEFAULT_REPEATS = 20  # real-vs-real draws behind a noise floor (DESIGN.md: at least 20)
 _MIXTURE_ONLY = ("mode_coverage", "off_mode", "component_kl")
+_DENSITY = ("mean_log_density", "trimmed_log_density")
+
+
+def metric_titles() -> dict[str, tuple[str, str]]:
+    """Every metric any dataset gets -> (column title, format): points' and images' in one order."""
+    from zoo.image_metrics import IMAGE_METRICS
+
+    return {**IMAGE_METRICS, **METRICS}
+
+
+def _image_suite(ds, schedule: Schedule, *, prdc_k: int):
+    """(names, all_metrics) for an image dataset with a classifier (``zoo.image_metrics``), or
+    None for an image shape no classifier knows (it is then measured like points)."""
+    from zoo import image_metrics as IM
+
+    clf = IM.classifier_of(ds.name)
+    if clf is None:
+        return None
+    names = [k for k in IM.IMAGE_METRICS if ds.images is not None or k not in IM.MEMO_METRICS]
+    train = ds.images.train if ds.images is not None else None
+
+    def all_metrics(fake: np.ndarray, real: np.ndarray) -> dict[str, float]:
+        return IM.image_metrics(fake, real, train, data=clf, prdc_k=prdc_k)
+
+    return names, all_metrics
 
 
 def _metric_suite(data: str, schedule: Schedule, *, max_points: int, prdc_k: int, seed: int):
-    """(dataset, metric names, all_metrics(fake [n, d], real [m, d]) -> {name: float})."""
+    """(dataset, metric names, all_metrics(fake [n, d], real [m, d]) -> {name: float}).
+
+    Points: distances between the sets (W2, MMD, ...) and PRDC. Images with a classifier
+    (digits, digits-gmm, mnist): the classifier's metrics (FD, class KL, feature PRDC, and
+    memorisation where there is a training split to copy). Either way, with a closed form, the
+    (trimmed) mean log rho_{t_min} of the samples, and for isotropic mixtures the mode metrics.
+    """
     from zoo.data import GaussianMixture, get_dataset
 
     try:
         ds = get_dataset(data)
     except ValueError as e:
         raise ZooError(str(e)) from None
-    names = [k for k in METRICS if ds.exact is not None or k not in
-             ("mean_log_density", "trimmed_log_density", *_MIXTURE_ONLY)]
-    if not isinstance(ds.exact, GaussianMixture):
-        names = [k for k in names if k not in _MIXTURE_ONLY]
+    image = _image_suite(ds, schedule, prdc_k=prdc_k) if len(ds.shape) == 3 else None
+    if image is not None:
+        names, base = image
+    else:
+        names = [k for k in METRICS if k not in _DENSITY and k not in _MIXTURE_ONLY]
+        base = None
+    if ds.exact is not None:
+        names += list(_DENSITY)
+    if isinstance(ds.exact, GaussianMixture):
+        names += list(_MIXTURE_ONLY)
+    names = [k for k in metric_titles() if k in names]
     t_min = float(schedule.t_min)
     log_density = None
     if ds.exact is not None:
@@ -94,12 +175,14 @@ def _metric_suite(data: str, schedule: Schedule, *, max_points: int, prdc_k: int
     alpha, sigma = float(schedule.alpha(t_min)), float(schedule.sigma(t_min))
 
     def all_metrics(fake: np.ndarray, real: np.ndarray) -> dict[str, float]:
-        # one fixed subsampling stream, so W2 is a function of its inputs alone
-        r = {"w2": M.w2(fake, real, max_points, np.random.default_rng([4, seed])),
-             "sliced_w2": M.sliced_w2(fake, real, seed=seed),
-             "mmd_rbf": M.mmd_rbf(fake, real),
-             "energy": M.energy_distance(fake, real),
-             **M.prdc(real, fake, k=prdc_k)}
+        if base is not None:
+            r = base(fake, real)
+        else:  # one fixed subsampling stream, so W2 is a function of its inputs alone
+            r = {"w2": M.w2(fake, real, max_points, np.random.default_rng([4, seed])),
+                 "sliced_w2": M.sliced_w2(fake, real, seed=seed),
+                 "mmd_rbf": M.mmd_rbf(fake, real),
+                 "energy": M.energy_distance(fake, real),
+                 **M.prdc(real, fake, k=prdc_k)}
         if log_density is not None:
             log_p = log_density(fake)
             r["mean_log_density"] = float(np.mean(log_p))
@@ -114,7 +197,7 @@ def _metric_suite(data: str, schedule: Schedule, *, max_points: int, prdc_k: int
             r["off_mode"] = float(far.mean())
             near = M.component_counts(fake[~far], m.means, m.stds, m.weights, alpha, sigma)
             r["mode_coverage"] = M.mode_coverage(near, m.weights, n=len(fake))
-        return r
+        return {k: r[k] for k in names}
 
     return ds, names, all_metrics
 
@@ -129,9 +212,22 @@ def floors_key(data: str, n: int, n_ref: int, *, schedule: str | Schedule = "ou"
                repeats: int = DEFAULT_REPEATS, max_points: int = 5000, prdc_k: int = 5) -> dict:
     """Everything a noise floor depends on (JSON): the cache key of ``noise_floors``."""
     from zoo.api import make_schedule
+    from zoo.data import get_dataset
 
     sch = make_schedule(schedule)
-    return {"version": FLOORS_VERSION, "data": data, "n": int(n), "n_ref": int(n_ref),
+    extra = {}
+    try:
+        ds = get_dataset(data)
+    except ValueError:
+        ds = None
+    if ds is not None and len(ds.shape) == 3:
+        from zoo import image_metrics as IM
+
+        if (clf := IM.classifier_of(data)) is not None:
+            # a retrained classifier changes every image metric: its floors must not be reused
+            extra["classifier_sha256"] = IM.classifier_sha256(clf)
+        n_ref = reference_size(ds, n_ref)
+    return {"version": FLOORS_VERSION, "data": data, "n": int(n), "n_ref": int(n_ref), **extra,
             "schedule": sch.name, "t_min": float(sch.t_min), "T": float(sch.T),
             "beta_min": float(sch.beta_min), "beta_max": float(sch.beta_max),
             "repeats": int(repeats), "max_points": int(max_points), "prdc_k": int(prdc_k),
@@ -192,10 +288,10 @@ def noise_floors(data: str, n: int, n_ref: int | None = None, *, schedule: str |
         return {**rec, "cache": "hit"}
     ds, names, all_metrics = _metric_suite(data, sch, max_points=max_points, prdc_k=prdc_k,
                                            seed=0)
-    sample_real = _real_sampler(ds, sch)
+    draw = _floor_draw(ds, sch, names, all_metrics, n, key["n_ref"])
     rng = np.random.default_rng(key["stream"])
     t0 = time.perf_counter()
-    draws = [all_metrics(sample_real(rng, n), sample_real(rng, n_ref)) for _ in range(repeats)]
+    draws = [draw(rng) for _ in range(repeats)]
     rec = {"key": key,
            "floors": {k: [float(np.mean([d[k] for d in draws])),
                           float(np.std([d[k] for d in draws], ddof=1))] for k in names},
@@ -214,7 +310,10 @@ def evaluate_samples(samples: np.ndarray, data: str, *, schedule: str | Schedule
                      cache: bool = True) -> dict:
     """All sample metrics of samples: [n, d] against rho_{t_min} of dataset ``data``.
 
-    Reference: n_ref (default n) fresh points from default_rng([3, seed]). Each metric's noise
+    Reference: n_ref (default n) fresh points from default_rng([3, seed]); for an image set its
+    whole test split, noised from that stream (``reference_size``). Image datasets with a
+    classifier get ``zoo.image_metrics``' metrics (FD, class KL and entropy, feature PRDC,
+    memorisation) in place of the point metrics. Each metric's noise
     floor comes from ``noise_floors`` (``repeats``, default 20, real-vs-real draws of sizes
     (n, n_ref) from their own stream, cached on disk unless ``cache`` is False). Metrics: exact
     W2 (each set subsampled to ``max_points``), sliced W2, summed unbiased RBF MMD^2, energy
@@ -244,6 +343,7 @@ def evaluate_samples(samples: np.ndarray, data: str, *, schedule: str | Schedule
     n, n_ref = len(x), len(x) if n_ref is None else n_ref
     if n_ref < 2:
         raise ZooError(f"n_ref must be >= 2, got {n_ref}")
+    n_ref = reference_size(ds, n_ref)
     bad = int(np.sum(~np.all(np.isfinite(x), axis=1)))
     out = {"data": data, "n": n, "n_ref": n_ref, "seed": seed, "repeats": repeats,
            "max_points": max_points, "prdc_k": prdc_k, "schedule": schedule.name,
@@ -396,14 +496,15 @@ def format_table(result: dict) -> Table:
     from rich.table import Table
 
     rows = result["solvers"] if "solvers" in result else {"samples": result}
-    names = [k for k in METRICS if any(k in r.get("metrics", {}) for r in rows.values())]
+    titles = metric_titles()
+    names = [k for k in titles if any(k in r.get("metrics", {}) for r in rows.values())]
     title = "value / floor (real vs real, mean ± std)"
     if "arch" in result:
         title = f"{result['arch']} ({result['backend']}) on {result['data']}: {title}"
-    table = Table("solver", "n", *(METRICS[k][0] for k in names), title=title)
+    table = Table("solver", "n", *(titles[k][0] for k in names), title=title)
     for label, r in rows.items():
         n = str(r["n"]) if r["finite"] else f"{r['n']} ({r['n_nonfinite']} non-finite)"
-        table.add_row(label, n, *(_cell(r["metrics"].get(k), METRICS[k][1]) for k in names))
+        table.add_row(label, n, *(_cell(r["metrics"].get(k), titles[k][1]) for k in names))
     if "nll" in result:
         nll = result["nll"]
         ref = f", exact {nll['exact_nll_nats']:.4f}" if "exact_nll_nats" in nll else ""

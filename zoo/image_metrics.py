@@ -53,6 +53,20 @@ IMAGE_METRICS = {
 # so that only samples closer to the training set than nearly all real unseen digits count; on
 # digits the test split's 5 % quantile is 1.414 (median 2.08, the closest train pair 0.66).
 MEMO_QUANTILE = 0.05
+MEMO_METRICS = ("memorised", "nn_train_dist")  # need a training split (a finite image set)
+# the classifier whose features measure each image dataset: digits-gmm is drawn in digits' image
+# space (a mixture fitted to them), so the digits classifier reads it too
+_CLASSIFIER_OF = {"digits": "digits", "digits-gmm": "digits", "mnist": "mnist"}
+
+
+def classifier_of(data: str) -> str | None:
+    """The classifier (``zoo.classifier``) that measures images of ``data``, or None."""
+    return _CLASSIFIER_OF.get(data)
+
+
+def classifier_sha256(data: str) -> str:
+    """The sha256 of ``data``'s classifier weights (checked against its record on load)."""
+    return load_classifier(data)[1]["sha256"]
 _BATCH = 1024
 
 
@@ -187,15 +201,18 @@ def _metrics(fake: np.ndarray, ff: np.ndarray, real: np.ndarray, fr: np.ndarray,
     out = {"fd": frechet(ff, fr, IdentityFeatures(ff.shape[1])),
            "class_kl": class_kl(counts, p),
            "class_entropy": float(entropy(counts)),
-           **{f"feat_{k}": v for k, v in M.prdc(fr, ff, k=prdc_k).items()},
-           **memorisation(fake, real, train, q)}
-    return {k: out[k] for k in IMAGE_METRICS}
+           **{f"feat_{k}": v for k, v in M.prdc(fr, ff, k=prdc_k).items()}}
+    if train is not None:
+        out.update(memorisation(fake, real, train, q))
+    return {k: out[k] for k in IMAGE_METRICS if k in out}
 
 
-def image_metrics(fake: np.ndarray, real: np.ndarray, train: np.ndarray, data: str = "digits",
-                  prdc_k: int = 5, q: float = MEMO_QUANTILE) -> dict[str, float]:
+def image_metrics(fake: np.ndarray, real: np.ndarray, train: np.ndarray | None,
+                  data: str = "digits", prdc_k: int = 5, q: float = MEMO_QUANTILE
+                  ) -> dict[str, float]:
     """Every metric of ``IMAGE_METRICS`` for samples fake [N, C, H, W] against held-out images
-    real [M, C, H, W], with train [T, C, H, W] the images the model was trained on.
+    real [M, C, H, W], with train [T, C, H, W] the images the model was trained on (None: a
+    distribution with no training set to copy, such as digits-gmm; no memorisation metrics).
 
     FD equals ``frechet_distance(fake, real, data)`` (the classifier inside FID; a test checks
     it) but takes the features computed once for PRDC and the class histogram. Non-finite
