@@ -305,7 +305,8 @@ def np_load(path):
               help="Seeds the held-out data (a stream independent of training).")
 @click.option("--estimator", default="auto", show_default=True,
               type=click.Choice(["auto", "exact", "hutchinson"]),
-              help="Divergence: exact Jacobian trace, Hutchinson, or auto (exact for d <= 64).")
+              help="Divergence: exact Jacobian trace, Hutchinson, or auto (exact for points up to "
+                   "d = 64, Hutchinson on images).")
 @click.option("--rtol", default=1e-5, show_default=True, type=Finite(positive=True))
 @click.option("--atol", default=1e-5, show_default=True, type=Finite(positive=True))
 def nll(run, n, seed, estimator, rtol, atol) -> None:

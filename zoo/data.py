@@ -94,12 +94,21 @@ class BoxMixture:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images in [-1, 1] with labels, split once into train and test: [N, C, H, W] float64."""
+    """Images in [-1, 1] with labels, split once into train and test: [N, C, H, W] float64.
+
+    ``levels``: how many values a pixel takes (17 for digits' 0..16, 256 for MNIST), evenly
+    spaced over [-1, 1], so one quantisation bin is 2 / (levels - 1) wide (``bin_width``).
+    """
 
     train: np.ndarray
     train_labels: np.ndarray
     test: np.ndarray
     test_labels: np.ndarray
+    levels: int = 256
+
+    @property
+    def bin_width(self) -> float:
+        return 2.0 / (self.levels - 1)
 
     def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> np.ndarray:
         """n images drawn uniformly with replacement from one split."""
@@ -204,7 +213,7 @@ def _digits() -> Dataset:
                                           random_state=0)
     return Dataset("digits", 64, f"scikit-learn's 8x8 digits in [-1, 1] ({len(xtr)} train, "
                    f"{len(xte)} test images)", shape=(1, 8, 8),
-                   images=ImageSet(xtr, ytr, xte, yte))
+                   images=ImageSet(xtr, ytr, xte, yte, levels=17))
 
 
 # The digits as a Gaussian mixture: an image-shaped dataset whose rho_t is closed form. Chosen by
