@@ -434,3 +434,56 @@ def test_bad_leaderboard_and_bench_input_is_one_line(tmp_path, capsys):
         assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
         assert "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing written when the bench record is bad
+
+
+def _image_run(root: Path, arch: str, seed: int, fd: float, memo: float) -> None:
+    """A digits run as the images suite leaves it: the classifier's metrics, dequantised NLL,
+    every loop family in check.json."""
+    d = root / "images" / "digits" / f"{arch}-torch-s{seed}"
+    ident = {"arch": arch, "backend": "torch", "data": "digits", "seed": seed}
+    _write(d / "config.json", {**ident, "status": "complete", "batch": 64, "steps": 6000,
+                               "options": {"channels": 16}})
+    _write(d / "sweep.json", {**ident, "suite": "images", "status": "complete", "commit": "abc"})
+    floors = {"fd": (6.4, 1.5), "class_kl": (0.011, 0.005), "class_entropy": (2.29, 0.004),
+              "feat_precision": (0.97, 0.009), "feat_recall": (0.97, 0.015),
+              "feat_density": (1.0, 0.03), "feat_coverage": (0.97, 0.01),
+              "memorised": (0.05, 0.018), "nn_train_dist": (2.1, 0.03)}
+    vals = {"fd": fd, "class_kl": 0.02, "class_entropy": 2.28, "feat_precision": 0.9,
+            "feat_recall": 0.9, "feat_density": 0.9, "feat_coverage": 0.9, "memorised": memo,
+            "nn_train_dist": 1.9}
+    m = {k: {"value": v, "floor_mean": floors[k][0], "floor_std": floors[k][1]}
+         for k, v in vals.items()}
+    _write(d / "eval.json", {**ident, "settings": {"n": 500, "repeats": 20}, "solvers": {
+        "ode-dopri5": {"finite": True, "metrics": m, "nfe": 200, "repeats": 20},
+        "sde-euler": {"finite": True, "metrics": m, "nfe": 500, "repeats": 20}}})
+    _write(d / "nll.json", {"nll_nats": -100.0, "se": 1.0, "n": 300, "bits_per_dim": 0.8,
+                            "dequantisation": {"levels": 17, "bin_width": 0.125}})
+    fams = ("polygon", "triangle", "projected", "interpolated", "interpolated-projected")
+    _write(d / "check.json", {
+        "summary": {"nasym_mean": 0.1, **{f"circulation_{f}_median": 0.01 * (i + 1)
+                                          for i, f in enumerate(fams)}},
+        "per_t": [{"t": 0.1, "nasym": 0.1, "loops": {"polygon": {"normalised": {"median": 0.01}}}}]})
+
+
+def test_image_datasets_get_the_classifier_columns_and_fd_verdict(tmp_path):
+    """digits: FD ODE carries the verdict, memorisation and every loop family are columns, and
+    a field 10 FD floor std worse than free over 3 seeds is called."""
+    root = tmp_path / "runs"
+    for s in range(3):
+        _image_run(root, "free-unet", s, fd=8.0 + 0.1 * s, memo=0.05)
+        _image_run(root, "energysq-unet", s, fd=24.0 + 0.2 * s, memo=0.30)
+    r = write_leaderboard(root / "images", tmp_path / "out", figures=False)
+    ds = r["datasets"]["digits"]
+    assert ds.image and not ds.closed and ds.verdict == ("fd_ode",)
+    md = _section(r["markdown"], "digits")
+    assert "Verdict: FD ODE." in md
+    for title in ("FD ODE", "FD SDE", "memorised", "bits/dim", "circ interp", "circ interp-proj",
+                  "KL class"):
+        assert f"| {title} |" in md, title
+    assert ds.row("energysq-unet").stats["circ_iproj"][0] == pytest.approx(0.05)
+    assert ds.row("free-unet").stats["bpd"][0] == pytest.approx(0.8)
+    called = [c for c in r["comparisons"] if c.judged["called"]]
+    assert [(c.arch, c.key) for c in called] == [("energysq-unet", "fd_ode")]
+    assert "energysq-unet" in _section(r["markdown"], "Summary")
+    csv_head = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()[0]
+    assert ",fd_ode_mean," in csv_head and ",logpt_ode_mean," not in csv_head

@@ -469,9 +469,10 @@ def curve_cmd(run, n, seed, repeats, quiet) -> None:
 
 @cli.command("sweep")
 @click.option("--suite", "suite_name", default="quick", show_default=True,
-              help="quick (free, energy, energysq on gmm8 at 30000 steps + a torch twin, ~12 min) "
-              "or standard (every MLP field, all 2-D datasets + gmm-d, 3 seeds, 30000 steps), or "
-              "a suite of --suite-file.")
+              help="quick (free, energy, energysq on gmm8 at 30000 steps + a torch twin, ~12 min), "
+              "standard (every MLP field, all 2-D datasets + gmm-d, 3 seeds, 30000 steps), "
+              "images (every UNet and DiT field on digits and digits-gmm, 3 torch seeds + a JAX "
+              "twin, 6000 steps), or a suite of --suite-file.")
 @click.option("--suite-file", type=click.Path(dir_okay=False),
               help="TOML file of extra suites ([NAME] tables: fields, datasets, seeds, backends, "
               "[NAME.train] steps/batch/lr/t_sampling, [NAME.options.BACKBONE] field options (e.g. "

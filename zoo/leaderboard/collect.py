@@ -25,9 +25,18 @@ ODE_METRICS = {
     "recall_ode": "recall", "density_ode": "density", "coverage_ode": "coverage",
     "offmode_ode": "off_mode", "modes_ode": "mode_coverage", "kl_ode": "component_kl",
     "w2_ode": "w2", "sw2_ode": "sliced_w2", "energy_ode": "energy",
+    # images (zoo.image_metrics: the dataset's classifier)
+    "fd_ode": "fd", "classkl_ode": "class_kl", "classh_ode": "class_entropy",
+    "fprec_ode": "feat_precision", "frecall_ode": "feat_recall", "fcover_ode": "feat_coverage",
+    "memo_ode": "memorised", "nntrain_ode": "nn_train_dist",
 }
-SDE_METRICS = {"logp_sde": "mean_log_density", "mmd_sde": "mmd_rbf", "w2_sde": "w2"}
+SDE_METRICS = {"logp_sde": "mean_log_density", "mmd_sde": "mmd_rbf", "w2_sde": "w2",
+               "fd_sde": "fd", "memo_sde": "memorised"}
 CHECK_KEYS = {"nasym_mean": "nasym", "circulation_polygon_median": "circulation",
+              "circulation_triangle_median": "circ_tri",
+              "circulation_projected_median": "circ_proj",
+              "circulation_interpolated_median": "circ_interp",
+              "circulation_interpolated-projected_median": "circ_iproj",
               "rot_share_mean": "rot_share", "score_rel_error_mean": "score_err",
               "stein_residual_sq_mean": "stein_r2"}
 
@@ -141,6 +150,8 @@ def read_run(run_dir: Path, root: Path | None = None) -> Run:
     nll = _read_json(run_dir / "nll.json")
     if nll is not None:
         v["nll"] = float(nll["nll_nats"])
+        if nll.get("dequantisation"):  # an image set: the discrete-data bound in bits/dim
+            v["bpd"] = float(nll["bits_per_dim"])
         r.exact_nll = nll.get("exact_nll_nats")
         # the NLL's floor: the exact density's NLL on the same held-out points, give or take the
         # standard error of a mean over that many points

@@ -45,8 +45,24 @@ COLUMNS = {c.key: c for c in [
     Column("logp_sde", "log ρ SDE", "max", ".3f"),
     Column("mmd_sde", "MMD SDE", "min", ".2e"),
     Column("w2_sde", "W2 SDE", "min", ".3f"),
+    # images: the classifier's metrics (zoo.image_metrics) and the dequantised NLL
+    Column("fd_ode", "FD ODE", "min", ".2f"),
+    Column("fd_sde", "FD SDE", "min", ".2f"),
+    Column("classkl_ode", "KL class", "min", ".3f"),
+    Column("classh_ode", "H class", None, ".3f"),
+    Column("fprec_ode", "prec f", "max", ".3f"),
+    Column("frecall_ode", "recall f", "max", ".3f"),
+    Column("fcover_ode", "cover f", "max", ".3f"),
+    Column("memo_ode", "memorised", "min", ".3f"),
+    Column("memo_sde", "memorised SDE", "min", ".3f"),
+    Column("nntrain_ode", "NN train", None, ".3f"),
+    Column("bpd", "bits/dim", "min", ".3f"),
     Column("nasym", "NAsym", "min", ".1e"),
     Column("circulation", "circ", "min", ".1e"),
+    Column("circ_tri", "circ tri", "min", ".1e"),
+    Column("circ_proj", "circ proj", "min", ".1e"),
+    Column("circ_interp", "circ interp", "min", ".1e"),
+    Column("circ_iproj", "circ interp-proj", "min", ".1e"),
     Column("rot_share", "rot share", None, ".1e"),
     Column("score_err", "score err", "min", ".3f"),
     Column("stein_r2", "Stein r²", "min", ".2e"),
@@ -58,10 +74,20 @@ CLOSED_ORDER = ["logpt_ode", "nll", "logp_ode", "mmd_ode", "prec_ode", "recall_o
                 "modes_ode", "w2_ode", "logp_sde", "w2_sde", *_CONS]
 OPEN_ORDER = ["mmd_ode", "prec_ode", "recall_ode", "density_ode", "coverage_ode", "w2_ode",
               "nll", "mmd_sde", "w2_sde", *_CONS]
+# images: every loop family of the seed paper (circ = polygon loops through corrupted samples)
+_IMAGE_CONS = ["nasym", "circulation", "circ_tri", "circ_proj", "circ_interp", "circ_iproj",
+               "rot_share", "score_err", "stein_r2", "nfe_ode"]
+IMAGE_ORDER = ["fd_ode", "fd_sde", "classkl_ode", "classh_ode", "memo_ode", "memo_sde",
+               "fprec_ode", "frecall_ode", "fcover_ode", "nntrain_ode", "bpd", *_IMAGE_CONS]
+IMAGE_CLOSED_ORDER = ["logpt_ode", "nll", "fd_ode", "fd_sde", "classkl_ode", "classh_ode",
+                      "fprec_ode", "frecall_ode", "fcover_ode", "logp_ode", "logp_sde",
+                      *_IMAGE_CONS]
+_CONS_ALL = set(_CONS) | set(_IMAGE_CONS)
 CSV_KEYS = list(COLUMNS)
-FLOOR_KEYS = [k for k in CSV_KEYS if k not in _CONS]  # metrics with a real-vs-real floor
+FLOOR_KEYS = [k for k in CSV_KEYS if k not in _CONS_ALL]  # metrics with a real-vs-real floor
 VERDICT_CLOSED = ("logpt_ode", "nll")
 VERDICT_OPEN = ("mmd_ode",)
+VERDICT_IMAGE = ("fd_ode",)
 BACKENDS_ORDER = ("jax", "torch")  # ties between backends go to the first
 
 
@@ -103,17 +129,29 @@ class Dataset:
     floors: dict  # key -> (mean or None, std), averaged over seeds
     floor_draws: list[int]  # the real-vs-real draws behind the floors (as the runs say)
     exact_nll: float | None = None
+    image: bool = False  # image-shaped data: the classifier's metrics and every loop family
 
     @property
     def verdict(self) -> tuple[str, ...]:
-        return VERDICT_CLOSED if self.closed else VERDICT_OPEN
+        return verdict_of(self.closed, self.image)
 
     def columns(self) -> list[Column]:
-        order = CLOSED_ORDER if self.closed else OPEN_ORDER
+        if self.image:
+            order = IMAGE_CLOSED_ORDER if self.closed else IMAGE_ORDER
+        else:
+            order = CLOSED_ORDER if self.closed else OPEN_ORDER
         return [COLUMNS[k] for k in order if any(k in r.stats for r in self.rows)]
 
     def row(self, arch: str) -> Row | None:
         return next((r for r in self.rows if r.arch == arch), None)
+
+
+def verdict_of(closed: bool, image: bool) -> tuple[str, ...]:
+    """The verdict columns: where the density is known its log-density and NLL (images too:
+    digits-gmm), else FD-digits on images and MMD on points."""
+    if closed:
+        return VERDICT_CLOSED
+    return VERDICT_IMAGE if image else VERDICT_OPEN
 
 
 def backbone(arch: str) -> str:
@@ -180,6 +218,16 @@ def _row(data: str, arch: str, rs: list[Run], verdict: str) -> Row:
                problems, gap)
 
 
+def _image(data: str, ok: list[Run]) -> bool:
+    """Whether ``data`` is image-shaped: the dataset registry says, or the runs' eval.json."""
+    import zoo
+
+    try:
+        return len(zoo.get_dataset(data).shape) == 3
+    except (ValueError, ZooError):
+        return any("fd_ode" in r.values for r in ok)
+
+
 def _closed_form(data: str, ok: list[Run]) -> bool:
     """Whether ``data`` has a closed-form density (log ρ and the exact NLL exist): the dataset
     registry says, or, for a dataset it does not know, the runs' eval.json."""
@@ -200,8 +248,8 @@ def build(runs: list[Run]) -> dict[str, Dataset]:
     for data in sorted(by_data):
         rs = by_data[data]
         ok = [r for r in rs if r.status == "complete"]
-        closed = _closed_form(data, ok)
-        verdict = (VERDICT_CLOSED if closed else VERDICT_OPEN)[0]
+        closed, image = _closed_form(data, ok), _image(data, ok)
+        verdict = verdict_of(closed, image)[0]
         groups: dict[str, list[Run]] = defaultdict(list)
         for r in rs:
             groups[r.arch].append(r)
@@ -209,7 +257,7 @@ def build(runs: list[Run]) -> dict[str, Dataset]:
         ex = [r.exact_nll for r in ok if r.exact_nll is not None]
         out[data] = Dataset(data, closed, rows, _floors(ok),
                             sorted({int(r.floor_draws) for r in ok if r.floor_draws}),
-                            float(np.mean(ex)) if ex else None)
+                            float(np.mean(ex)) if ex else None, image)
     return out
 
 

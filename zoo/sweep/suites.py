@@ -59,6 +59,22 @@ SUITES: dict[str, dict] = {
         "train": {"steps": 30000, "eval_at": CURVE_STEPS},
         "options": {"mlp": {"width": 128, "depth": 3}},
     },
+    "images": {
+        "description": "every head on the UNet and the DiT, on digits and digits-gmm, 3 seeds in "
+                       "torch (the faster backend for convolutions here) and a JAX twin of seed 0, "
+                       "6000 steps with a learning curve in FD-digits",
+        "fields": ["*-unet", "*-dit"], "datasets": ["digits", "digits-gmm"],
+        "seeds": 3, "backends": ["torch", "jax"], "seeds_per_backend": {"jax": 1},
+        # small backbones, so that 72 runs fit a 2-core CPU in parts: a 16-channel UNet (one
+        # training step of all six heads at batch 64 costs about 1.8 s there) and a 2-block DiT
+        "train": {"steps": 6000, "batch": 64, "eval_at": [500, 1000, 2000, 3000, 4000]},
+        "options": {"unet": {"channels": 16}, "dit": {"hidden": 64, "depth": 2}},
+        # the reference is digits' whole test split (300 images); NLL on those 300 (dequantised)
+        "nll": {"n": 300},
+        "eval": {"n": 500},
+        "check": {"n_points": 64, "n_loops": 8},
+        "curve": {"n": 500},
+    },
 }
 
 # "options": field options per backbone ({"mlp": {"width": 128}, "unet": {"channels": 64}}),
