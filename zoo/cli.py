@@ -365,15 +365,25 @@ def check(run, times, n_points, n_loops, K, nodes, probes, jacobian, quad_err, s
     keys = [("nasym", "NAsym"), ("rot_share", "rot"), ("score_rel_error", "err"),
             ("stein_residual_sq", "E r2"), ("error_sq", "E|e|2")]
     keys = [(k, h) for k, h in keys if k in r["per_t"][0]]
-    table = Table("t", *(h for _, h in keys), "G poly", "G tri", "G proj",
+    from zoo.diagnostics import LOOP_FAMILIES
+
+    short = {"polygon": "poly", "triangle": "tri", "projected": "proj",
+             "interpolated": "interp", "interpolated-projected": "i-proj"}
+    fams = [f for f in LOOP_FAMILIES if f in r["per_t"][0]["loops"]]
+    table = Table("t", *(h for _, h in keys), *(f"G {short.get(f, f)}" for f in fams),
                   caption="rot: rotational share of E|s|^2; err: E|s-S|^2/E|S|^2; E r2: Stein "
-                          "residual; G: |circulation| / closed integral of |s||dx|",
+                          "residual; G: |circulation| / closed integral of |s||dx| (with half "
+                          "the nodes it changes by the ± figure: larger than G = unresolved)",
                   title=f"{r['settings']['arch']} ({r['settings']['backend']}) on "
                         f"{r['settings']['data']}: conservativity (medians over loops)")
+
+    def g(loop: dict) -> str:
+        q = loop.get("quad_err")
+        return f"{loop['normalised']['median']:.1e}" + (f" ±{q['median']:.0e}" if q else "")
+
     for row in r["per_t"]:
         table.add_row(f"{row['t']:.2g}", *(f"{row[k]:.1e}" for k, _ in keys),
-                      *(f"{row['loops'][f]['normalised']['median']:.1e}"
-                        for f in ("polygon", "triangle", "projected")))
+                      *(g(row["loops"][f]) for f in fams))
     Console().print(table)
     click.echo(str(Path(run) / "check.json"))
 
