@@ -195,3 +195,24 @@ def sincos_2d(gh: int, gw: int, dim: int) -> np.ndarray:
         return np.concatenate([np.sin(a), np.cos(a)], axis=1)
 
     return np.concatenate([one(cols), one(rows)], axis=1)
+
+
+def autoencoder_plan(shape, latent, channels) -> tuple[int, int]:
+    """Validate the autoencoder's arguments; return (h, w), the feature map's sides after the
+    encoder's two stride-2 convolutions (H / 4, W / 4: 2 x 2 for 8x8 digits, 7 x 7 for MNIST).
+
+    One function for both backends, so they accept and reject the same inputs.
+    """
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 3
+            and all(is_int(s) and s > 0 for s in shape)):
+        raise ValueError(f"autoencoder needs an image shape (C, H, W) of positive ints, got {shape!r}")
+    for name, v in (("latent", latent), ("channels", channels)):
+        if not is_int(v) or v < 1:
+            raise ValueError(f"autoencoder {name} must be a positive int, got {v!r}")
+    _, h, w = (int(s) for s in shape)
+    if h % 4 or w % 4:  # two stride-2 convolutions down, two nearest x2 up-samplings back
+        raise ValueError(f"autoencoder needs H and W divisible by 4, got {tuple(shape)}")
+    return h // 4, w // 4

@@ -9,7 +9,7 @@ import numpy as np
 
 from fields.common import Schedule
 from zoo import backends
-from zoo.data import get_dataset
+from zoo.data import check_run_autoencoder, get_dataset
 from zoo.init import init_params
 from zoo.registry import ZooError, get_info, load_plugin
 
@@ -81,6 +81,7 @@ def load(run_dir: str | Path, backend: str | None = None, *, ema: bool = True,
     from zoo import checkpoint
 
     cfg = checkpoint.read_config(run_dir)
+    check_run_autoencoder(cfg, run_dir)  # a latent run: the autoencoder it was trained with
     for p in cfg.get("plugins", []):
         load_plugin(p)
     backend = backend or cfg["backend"]

@@ -6,7 +6,10 @@ Each dataset has a ``shape`` ((2,), (16,), (1, 8, 8), (1, 28, 28)) and draws sam
 uniform boxes) so the field ``exact`` can be built in either backend; ``digits-gmm``, a mixture
 fitted to the digits, is an image-shaped dataset with a closed-form score. Image sets
 (``digits``, ``mnist``) are finite: training draws from their train split, ``sample_heldout``
-from their test split, and their labels are kept.
+from their test split, and their labels are kept. Latent sets (``latent-digits``,
+``latent-mnist``) are an image set encoded by an autoencoder (``zoo.autoencoder``): flat
+vectors, drawn from the encoded splits the same way, with the autoencoder named and its decoder
+at hand (``Dataset.latent``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +121,33 @@ class ImageSet:
 
 
 @dataclass(frozen=True)
+class LatentSet:
+    """An image set encoded by an autoencoder: scaled latents [N, d] float64 of its train and
+    test splits (with their labels), the image set's name (``pixel``), the autoencoder they were
+    encoded with ({"path", "sha256"}) and its ``decoder``: latents [n, d] -> images
+    [n, *image_shape] float64 (``zoo.autoencoder.decode``)."""
+
+    train: np.ndarray
+    train_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    pixel: str
+    autoencoder: dict
+    decoder: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    image_shape: tuple[int, ...] = (1, 8, 8)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Images [n, *image_shape] float64 of latents z [n, d] (or [n, *shape])."""
+        z = np.asarray(z, np.float64)
+        return self.decoder(z.reshape(len(z), -1))
+
+    def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> np.ndarray:
+        """n latents drawn uniformly with replacement from one split."""
+        pool = self.train if split == "train" else self.test
+        return pool[rng.integers(0, len(pool), size=n)]
+
+
+@dataclass(frozen=True)
 class Dataset:
     """A named data distribution: ``dim``, a sampler and, when known, its closed form.
 
@@ -130,6 +161,12 @@ class Dataset:
     sampler: object = field(default=None, repr=False)
     shape: tuple[int, ...] | None = None
     images: ImageSet | None = field(default=None, repr=False)
+    latent: LatentSet | None = field(default=None, repr=False)
+
+    @property
+    def autoencoder(self) -> dict | None:
+        """{"path", "sha256"} of the autoencoder a latent set was encoded with, else None."""
+        return None if self.latent is None else self.latent.autoencoder
 
     def __post_init__(self) -> None:
         if self.shape is None:
@@ -141,15 +178,19 @@ class Dataset:
         """n samples, [n, *shape] float64, drawn from ``rng`` (an image set's train split)."""
         if self.images is not None:
             return self.images.sample(rng, n)
+        if self.latent is not None:
+            return self.latent.sample(rng, n)
         if self.exact is not None:  # mixtures draw flat points: [n, d] -> [n, *shape]
             return self.exact.sample(rng, n).reshape(n, *self.shape)
         return self.sampler(rng, n)
 
     def sample_heldout(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """n samples no training run has seen: an image set's test split; for an analytic
-        distribution, fresh draws (which training never sees either)."""
+        """n samples no training run has seen: an image set's (or a latent set's) test split;
+        for an analytic distribution, fresh draws (which training never sees either)."""
         if self.images is not None:
             return self.images.sample(rng, n, split="test")
+        if self.latent is not None:
+            return self.latent.sample(rng, n, split="test")
         return self.sample(rng, n)
 
 
@@ -285,6 +326,58 @@ def _mnist_from(root: str) -> Dataset:
                    images=ImageSet(xtr, ytr, xte, yte))
 
 
+AUTOENCODER_ENV = "ZOO_AUTOENCODER_DIR"
+# latent dataset -> the image set its autoencoder encodes
+LATENT = {"latent-digits": "digits", "latent-mnist": "mnist"}
+
+
+def autoencoder_root() -> Path:
+    """Where autoencoders live: $ZOO_AUTOENCODER_DIR, else ./results/autoencoders."""
+    return Path(os.environ.get(AUTOENCODER_ENV) or "results/autoencoders")
+
+
+def autoencoder_dir(data: str) -> Path:
+    """The folder of ``data``'s autoencoder (weights.safetensors, config.json): root/data."""
+    return autoencoder_root() / data
+
+
+def _latent(name: str) -> Dataset:
+    from zoo.autoencoder import latent_dataset  # torch, only for the latent sets
+
+    return latent_dataset(name)
+
+
+def check_run_autoencoder(cfg: dict, where: str | Path) -> None:
+    """Refuse (ZooError, one line) a run of a latent dataset whose config ``cfg`` records another
+    autoencoder than the one on disk now: its field was trained on other latents, and their
+    decoder would turn its samples into other images. Runs of other data pass untouched.
+
+    The sha256 of ``autoencoder_dir(image set)/weights.safetensors`` is compared with the one
+    config.json recorded at training (``cfg["autoencoder"]["sha256"]``); ``where`` names the run.
+    """
+    import hashlib
+
+    from zoo.registry import ZooError
+
+    pixel = LATENT.get(cfg.get("data"))
+    if pixel is None:
+        return
+    rec = cfg.get("autoencoder")
+    want = rec.get("sha256") if isinstance(rec, dict) else None
+    if not isinstance(want, str):
+        raise ZooError(f"{where}: a {cfg['data']} run that records no autoencoder sha256; "
+                       "retrain it (--force)")
+    path = autoencoder_dir(pixel) / "weights.safetensors"
+    if not path.is_file():
+        raise ZooError(f"{where}: trained with the autoencoder of sha256 {want[:12]}..., and "
+                       f"{path} is missing (restore it, or set {AUTOENCODER_ENV})")
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    if got != want:
+        raise ZooError(f"{where}: trained with the autoencoder of sha256 {want[:12]}..., but "
+                       f"{path} has {got[:12]}... (restore that autoencoder, or retrain the run "
+                       "with --force)")
+
+
 _FIXED = {
     "gmm8": _gmm8,
     "checkerboard": _checkerboard,
@@ -294,6 +387,7 @@ _FIXED = {
     "digits": _digits,
     "digits-gmm": _digits_gmm,
     "mnist": lambda: _mnist_from(str(data_root().resolve())),
+    **{name: functools.partial(_latent, name) for name in LATENT},
 }
 _GMM_D = re.compile(r"gmm-d(\d*)$")
 

@@ -8,7 +8,9 @@ the 20 values): a sampler is as good as the data can tell when its value lies wi
 stds of the floor mean. For one-sample metrics (mean log-density, mode coverage, component KL)
 the floor is the metric of real data itself. The floors depend on (dataset, sizes, schedule,
 metric settings, repeats) only, never on a run or its seed: they are drawn from
-default_rng([5, n, n_ref]) and cached on disk (``noise_floors``).
+default_rng([5, n, n_ref]) and cached on disk (``noise_floors``). Samples of a latent dataset
+(``latent-digits``) are decoded and measured in pixel space, as their image set's samples are,
+with that image set's reference and floors (``_evaluate_latent``).
 """
 
 from __future__ import annotations
@@ -261,7 +263,8 @@ def _read_floors(path: Path, key: dict) -> dict | None:
 def noise_floors(data: str, n: int, n_ref: int | None = None, *, schedule: str | Schedule = "ou",
                  repeats: int = DEFAULT_REPEATS, max_points: int = 5000, prdc_k: int = 5,
                  cache: bool = True) -> dict:
-    """The noise floor of every metric of ``evaluate_samples`` for n samples vs n_ref references.
+    """The noise floor of every metric of ``evaluate_samples`` for n samples vs n_ref references
+    (a latent dataset's are its image set's: its samples are measured decoded).
 
     For r = 1..repeats: two fresh rho_{t_min} draws of sizes n and n_ref, v_r = the metrics
     between them; floor = (mean_r v_r, std_r v_r) (ddof 1). The draws come from
@@ -274,7 +277,9 @@ def noise_floors(data: str, n: int, n_ref: int | None = None, *, schedule: str |
     """
     from zoo import checkpoint
     from zoo.api import make_schedule
+    from zoo.data import LATENT
 
+    data = LATENT.get(data, data)  # decoded latent samples are measured as their image set's
     n_ref = n if n_ref is None else n_ref
     if repeats < 2:
         raise ZooError(f"repeats must be >= 2 (a floor needs a spread), got {repeats}")
@@ -329,10 +334,19 @@ def evaluate_samples(samples: np.ndarray, data: str, *, schedule: str | Schedule
     floors: precomputed {name: (floor_mean, floor_std)} for these (data, n, n_ref, schedule)
     (e.g. the "metrics" floors of an earlier call): used as given ("repeats" then records
     whatever the caller passed). The reference set is the same either way.
+
+    A latent dataset's samples z [n, d] are decoded to images first and measured as samples of
+    its image set (``_evaluate_latent``: same metrics, reference and floors; the result also
+    names the autoencoder).
     """
     from zoo.api import make_schedule
+    from zoo.data import LATENT
 
     schedule = make_schedule(schedule)
+    if data in LATENT:
+        return _evaluate_latent(samples, data, schedule=schedule, seed=seed, n_ref=n_ref,
+                                repeats=repeats, max_points=max_points, prdc_k=prdc_k,
+                                floors=floors, cache=cache)
     ds, names, all_metrics = _metric_suite(data, schedule, max_points=max_points, prdc_k=prdc_k,
                                            seed=seed)
     x = np.asarray(samples, np.float64)
@@ -367,6 +381,43 @@ def evaluate_samples(samples: np.ndarray, data: str, *, schedule: str | Schedule
                       for k in names}
     out["wall_s"] = time.perf_counter() - t0
     return out
+
+
+def _evaluate_latent(samples: np.ndarray, data: str, *, schedule: Schedule, seed: int,
+                     **kw) -> dict:
+    """``evaluate_samples`` of latent samples [n, d]: decoded, then measured in pixel space.
+
+    The latents are decoded by the dataset's autoencoder (``Dataset.latent.decode``: x = D(scale
+    z + shift), [n, C, H, W]) and put at the image set's t_min, x' = alpha(t_min) x +
+    sigma(t_min) eps with eps from default_rng([6, seed]): the pixel samples of a plain run and
+    the reference are rho_{t_min} draws, so the decoded ones are too, and a latent model whose
+    decoded samples are real unseen images scores the image set's floor. (A model that copies
+    its training latents is still caught: their decodings lie nearer the training images than
+    the memorisation threshold.) Everything after is the image set's
+    evaluation: its metrics (FD, class KL, feature PRDC, memorisation against its train split),
+    its reference (the whole test split) and its noise floors (shared with plain runs). The
+    result adds "pixel_data", "latent_dim" and the "autoencoder" ({"path", "sha256"}) the
+    samples were decoded with; "data" stays the latent set's name.
+    """
+    from zoo.data import get_dataset
+
+    try:
+        ds = get_dataset(data)
+    except ValueError as e:
+        raise ZooError(str(e)) from None
+    lat = ds.latent
+    z = np.asarray(samples, np.float64)
+    if z.ndim != 2 or z.shape[1] != ds.dim or len(z) < 2:
+        raise ZooError(f"samples must be [n >= 2, {ds.dim}] for {data}, got {list(z.shape)}")
+    extra = {"pixel_data": lat.pixel, "latent_dim": ds.dim, "autoencoder": dict(lat.autoencoder)}
+    x = np.full((len(z), int(np.prod(lat.image_shape))), np.nan)
+    finite = np.all(np.isfinite(z), axis=1)  # a non-finite latent stays non-finite (all None)
+    if finite.any():
+        x[finite] = lat.decode(z[finite]).reshape(int(finite.sum()), -1)
+    a, s = float(schedule.alpha(schedule.t_min)), float(schedule.sigma(schedule.t_min))
+    x = a * x + s * np.random.default_rng([6, seed]).standard_normal(x.shape)
+    out = evaluate_samples(x, lat.pixel, schedule=schedule, seed=seed, **kw)
+    return {**out, "data": data, **extra}
 
 
 def _read_samples(path: Path) -> tuple[np.ndarray, dict]:
@@ -426,6 +477,7 @@ def eval_run(run_dir: str | Path, *, n: int = 2000, seed: int = 0,
     """
     from zoo import checkpoint
     from zoo.api import make_schedule
+    from zoo.data import check_run_autoencoder
     from zoo.sampling import SOLVERS, default_method, methods, sample_provenance, sample_run
 
     if n <= 0:
@@ -434,6 +486,8 @@ def eval_run(run_dir: str | Path, *, n: int = 2000, seed: int = 0,
         raise ZooError(f"repeats must be >= 2 (a floor needs a spread), got {repeats}")
     run_dir = Path(run_dir)
     cfg = checkpoint.read_config(run_dir)
+    # a latent run's samples are decoded: only by the autoencoder it was trained with
+    check_run_autoencoder(cfg, run_dir)
     schedule = make_schedule(cfg["schedule"], cfg["t_min"], cfg["T"])
     pairs = [(s, m or default_method(s, "torch")) for s, m in solvers]
     for s, m in pairs:  # every pair is checked before anything is sampled or written

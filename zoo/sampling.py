@@ -173,7 +173,9 @@ def sample_run(run_dir: str | Path, *, n: int, seed: int = 0, solver: str = "ode
 
     The npz holds samples [n, *shape], nfe, wall_s and ``settings`` (JSON): the
     ``sample_provenance`` of the draw (weights file and sha256, every sampler setting) and
-    whether every sample is finite.
+    whether every sample is finite. The PNG shows images as a grid beside data, points as a
+    scatter, and a latent dataset's samples (the npz keeps the latents) decoded to images beside
+    decoded training latents.
     """
     from zoo.api import load, make_schedule
     from zoo.data import get_dataset
@@ -203,11 +205,26 @@ def sample_run(run_dir: str | Path, *, n: int, seed: int = 0, solver: str = "ode
         data = ds.sample(np.random.default_rng([2, seed]), n)
         title = (f"{cfg['arch']} ({cfg['backend']}) on {cfg['data']}: {solver}/{method}, "
                  f"NFE {out['nfe']}")
-        draw = image_grid if len(shape) == 3 else scatter_vs_data
-        draw(x, data, Path(run_dir) / f"{stem}.png", title)
+        if ds.latent is not None:  # latents are shown as the images they decode to
+            x_img, data = _decoded(ds, x[:64]), ds.latent.decode(data[:64])
+            image_grid(x_img, data, Path(run_dir) / f"{stem}.png", f"{title}, decoded")
+        else:
+            draw = image_grid if len(shape) == 3 else scatter_vs_data
+            draw(x, data, Path(run_dir) / f"{stem}.png", title)
     if not finite:
         raise ZooError(f"{path}: the sampler produced non-finite samples (saved, flagged)")
     return path
+
+
+def _decoded(ds, z: np.ndarray) -> np.ndarray:
+    """Latent samples z [n, d] of a latent dataset decoded to images [n, C, H, W] (float64);
+    a non-finite latent gives a NaN image (the grid shows it blank) instead of an error."""
+    z = np.asarray(z, np.float64).reshape(len(z), -1)
+    out = np.full((len(z), *ds.latent.image_shape), np.nan)
+    ok = np.all(np.isfinite(z), axis=1)
+    if ok.any():
+        out[ok] = ds.latent.decode(z[ok])
+    return out
 
 
 def scatter_vs_data(x: np.ndarray, data: np.ndarray, path: Path, title: str) -> None:

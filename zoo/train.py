@@ -26,7 +26,7 @@ import numpy as np
 
 from zoo import backends, checkpoint
 from zoo.api import create, make_schedule
-from zoo.data import Dataset, get_dataset
+from zoo.data import Dataset, check_run_autoencoder, get_dataset
 from zoo.registry import BACKENDS, ZooError, get_info, resolve_options
 
 RUNS_ROOT = Path("results/runs")
@@ -326,6 +326,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, show_progress: bool =
 
 def _train_locked(cfg, ds, run_dir: Path, show_progress: bool, force: bool, version: str) -> Path:
     state, old = ("new", None) if force else run_state(cfg, run_dir)
+    if old is not None:  # a latent run continues (or stands) only on the latents it began on
+        check_run_autoencoder(old, run_dir)
     if state == "complete":
         for which in ("weights", "ema"):  # "complete" with altered weights is not complete
             checkpoint.read_weights(run_dir, which)
@@ -350,6 +352,8 @@ def _train_locked(cfg, ds, run_dir: Path, show_progress: bool, force: bool, vers
 
     meta = {**dataclasses.asdict(cfg), "dim": ds.dim, "shape": list(ds.shape),
             "zoo_version": version, "status": "running"}
+    if ds.autoencoder is not None:  # latent data: the exact autoencoder every later stage needs
+        meta["autoencoder"] = dict(ds.autoencoder)
     if start:
         meta.update(checkpoint=old["checkpoint"], sha256={keep: old["sha256"][keep]},
                     resumed_at=[*old.get("resumed_at", []), step0])
