@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import math
 import platform
@@ -308,24 +307,9 @@ def save_autoencoder(model: Autoencoder, record: dict, out: str | Path | None = 
 
 def reconstruction_grid(images: np.ndarray, recon: np.ndarray, path: Path, title: str) -> None:
     """Test images beside their reconstructions (8 x 8 of each, [N, C, H, W] in [-1, 1]), PNG."""
-    import matplotlib
+    from zoo.sampling import image_pair
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from zoo.checkpoint import atomic_write
-    from zoo.sampling import tile
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
-    for ax, imgs, name in ((axes[0], images, "test images"), (axes[1], recon, "reconstructions")):
-        ax.imshow(tile(imgs, 8), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_title(name)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    image_pair(images, recon, ("test images", "reconstructions"), path, title)
 
 
 _CACHE: dict[tuple, Autoencoder] = {}  # float64 models by (sha256, architecture)

@@ -251,13 +251,19 @@ def scatter_vs_data(x: np.ndarray, data: np.ndarray, path: Path, title: str) -> 
 
 def image_grid(x: np.ndarray, data: np.ndarray, path: Path, title: str, side: int = 8) -> None:
     """side x side samples beside as many data images ([n, C, H, W] in [-1, 1]), as PNG."""
+    image_pair(data, x, ("data", "samples"), path, title, side)
+
+
+def image_pair(left: np.ndarray, right: np.ndarray, names: tuple[str, str], path: Path,
+               title: str, side: int = 8) -> None:
+    """Two side x side grids of images ([n, C, H, W] in [-1, 1]) side by side, titled, as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
-    for ax, imgs, name in ((axes[0], data, "data"), (axes[1], x, "samples")):
+    for ax, imgs, name in ((axes[0], left, names[0]), (axes[1], right, names[1])):
         ax.imshow(tile(imgs, side), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_title(name)
         ax.axis("off")
