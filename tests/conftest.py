@@ -5,6 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2`: one worker per core, each single-threaded (set before torch or JAX starts),
+    # or both workers' torch and XLA thread pools fight over both cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1")
+    import torch
+
+    torch.set_num_threads(1)
 
 import numpy as np
 import pytest
