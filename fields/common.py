@@ -93,14 +93,16 @@ ACTIVATIONS = ("silu", "gelu", "tanh", "softplus")
 # Argument checks and size-dependent defaults of the image backbones, written once for both
 # backends so they accept and reject the same inputs.
 
+
+def is_int(v) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
 def unet_plan(shape, n_maps, n_scalars, channels, mults, blocks, attn, groups, n_freq):
     """Validate the arguments; return (mults, attn): per-level multipliers and attention heights.
 
     One function for both backends, so they accept and reject the same inputs.
     """
-    def is_int(v):
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
     def ints(v, what):
         try:
             return tuple(v)
@@ -149,9 +151,6 @@ def dit_plan(shape, n_maps, n_scalars, patch, hidden, depth, heads, mlp_ratio, n
 
     One function for both backends, so they accept and reject the same inputs.
     """
-    def is_int(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
     if not (isinstance(shape, (tuple, list)) and len(shape) == 3
             and all(is_int(s) and s > 0 for s in shape)):
         raise ValueError(f"DiT needs an image shape (C, H, W) of positive ints, got {shape!r}")
@@ -203,9 +202,6 @@ def autoencoder_plan(shape, latent, channels) -> tuple[int, int]:
 
     One function for both backends, so they accept and reject the same inputs.
     """
-    def is_int(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
     if not (isinstance(shape, (tuple, list)) and len(shape) == 3
             and all(is_int(s) and s > 0 for s in shape)):
         raise ValueError(f"autoencoder needs an image shape (C, H, W) of positive ints, got {shape!r}")
