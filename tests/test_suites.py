@@ -37,7 +37,23 @@ def test_backend_fields_limit_a_backend(tmp_path):
     assert {j.arch for j in js if j.backend == "jax"} == {"free-mlp", "energy-mlp"}
 
 
+def test_dataset_fields_and_dataset_train(tmp_path):
+    """A dataset limited to some fields, and trained with its own settings over the suite's."""
+    js = jobs(tmp_path, 'dataset_fields = {moons = ["energy-*"]}\n'
+                        '[s.train]\nsteps = 100\n'
+                        '[s.dataset_train.moons]\nsteps = 400\neval_at = [200]')
+    assert {j.arch for j in js if j.data == "moons"} == {"energy-mlp"}
+    assert {j.arch for j in js if j.data == "gmm8"} == {"free-mlp", "energy-mlp"}
+    assert {(j.data, j.spec["train"]["steps"], tuple(j.spec["train"]["eval_at"]))
+            for j in js} == {("gmm8", 100, ()), ("moons", 400, (200,))}
+
+
 @pytest.mark.parametrize("extra, why", [
+    ('dataset_fields = {rings = ["free-*"]}', "dataset_fields"),
+    ('dataset_fields = {moons = "free-mlp"}', "dataset_fields"),
+    ("[s.dataset_train.moons]\nsteps = -1", "dataset_train.moons"),
+    ("[s.dataset_train.moons]\nwidth = 3", "unknown train"),
+    ("[s.dataset_train.rings]\nsteps = 10", "dataset_train"),
     ("seeds_per_backend = {torch = 0}", "seeds_per_backend"),
     ("seeds_per_backend = {tpu = 1}", "seeds_per_backend"),
     ('backend_fields = {torch = "free-mlp"}', "backend_fields"),

@@ -82,8 +82,12 @@ SUITES: dict[str, dict] = {
 # "seeds_per_backend": fewer seeds for a backend ({"torch": 1}: torch twins of seed 0 only; a
 # torch and a JAX run of one seed are one training, so the twins show parity, not variance)
 # "backend_fields": fields (fnmatch patterns) a backend is limited to ({"torch": ["free-mlp"]})
+# "dataset_fields": fields (fnmatch patterns) a dataset is limited to ({"latent-digits":
+# ["*-mlp"]}: the flat latents get the MLP fields, the images the UNet and DiT ones)
+# "dataset_train": train settings of one dataset over the suite's ({"latent-digits": {"steps":
+# 20000}}: a small MLP on 16 numbers needs more, cheaper steps than a UNet on images)
 SUITE_KEYS = {"description", "fields", "datasets", "seeds", "backends", "options",
-              "seeds_per_backend", "backend_fields", *_STAGES}
+              "seeds_per_backend", "backend_fields", "dataset_fields", "dataset_train", *_STAGES}
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -134,6 +138,40 @@ def load_suites(suite_file: str | Path | None = None) -> dict[str, dict]:
     return suites
 
 
+def _stage_spec(name: str, s: dict, where: str = "") -> dict:
+    """The stage settings of suite ``s``: the defaults overridden by what it names, checked."""
+    spec = {}
+    for stage, defaults in _STAGES.items():
+        given = s.get(stage, {})
+        if not isinstance(given, dict):
+            raise ZooError(f"suite {name!r}: [{stage}] must be a table")
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise ZooError(f"suite {name!r}: unknown {stage} setting(s) {', '.join(unknown)}"
+                           + (f" in {where}" if where else ""))
+        spec[stage] = {**defaults, **given}
+        for k, v in spec[stage].items():
+            if k == "eval_at":
+                if not (isinstance(v, list) and all(
+                        isinstance(i, int) and 0 < i < spec["train"]["steps"] for i in v)):
+                    raise ZooError(f"suite {name!r}: train.eval_at must be a list of steps "
+                                   f"between 1 and train.steps - 1, got {v!r}"
+                                   + (f" in {where}" if where else ""))
+                continue
+            if k == "t_sampling":
+                if v not in ("uniform", "power"):
+                    raise ZooError(f"suite {name!r}: train.t_sampling must be uniform or power")
+                continue
+            ok = (v > 0 and math.isfinite(v)) if isinstance(v, float) else (
+                isinstance(v, int) and v > 0)
+            if not ok:
+                raise ZooError(f"suite {name!r}: {stage}.{k} must be a positive number, got {v!r}"
+                               + (f" in {where}" if where else ""))
+    if spec["eval"]["repeats"] < 2:
+        raise ZooError(f"suite {name!r}: eval.repeats must be >= 2 (a floor needs a spread)")
+    return spec
+
+
 def resolve(name: str, *, suite_file=None, seeds: int | None = None,
             backends: list[str] | None = None, root: str | Path = RUNS_ROOT,
             plugins: tuple[str, ...] = (), device: str = "cpu") -> list[Job]:
@@ -176,32 +214,20 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
             zoo.get_dataset(d)
         except ValueError as e:
             raise ZooError(f"suite {name!r}: {e}") from None
-    spec = {}
-    for stage, defaults in _STAGES.items():
-        given = s.get(stage, {})
-        if not isinstance(given, dict):
-            raise ZooError(f"suite {name!r}: [{stage}] must be a table")
-        unknown = sorted(set(given) - set(defaults))
-        if unknown:
-            raise ZooError(f"suite {name!r}: unknown {stage} setting(s) {', '.join(unknown)}")
-        spec[stage] = {**defaults, **given}
-        for k, v in spec[stage].items():
-            if k == "eval_at":
-                if not (isinstance(v, list) and all(
-                        isinstance(i, int) and 0 < i < spec["train"]["steps"] for i in v)):
-                    raise ZooError(f"suite {name!r}: train.eval_at must be a list of steps "
-                                   f"between 1 and train.steps - 1, got {v!r}")
-                continue
-            if k == "t_sampling":
-                if v not in ("uniform", "power"):
-                    raise ZooError(f"suite {name!r}: train.t_sampling must be uniform or power")
-                continue
-            ok = (v > 0 and math.isfinite(v)) if isinstance(v, float) else (
-                isinstance(v, int) and v > 0)
-            if not ok:
-                raise ZooError(f"suite {name!r}: {stage}.{k} must be a positive number, got {v!r}")
-    if spec["eval"]["repeats"] < 2:
-        raise ZooError(f"suite {name!r}: eval.repeats must be >= 2 (a floor needs a spread)")
+    per_data = s.get("dataset_fields", {})
+    if not (isinstance(per_data, dict) and all(
+            d in s["datasets"] and isinstance(v, list) and all(isinstance(p, str) for p in v)
+            for d, v in per_data.items())):
+        raise ZooError(f"suite {name!r}: dataset_fields must map datasets of the suite to lists "
+                       f"of field patterns, got {per_data!r}")
+    per_train = s.get("dataset_train", {})
+    if not (isinstance(per_train, dict) and all(
+            d in s["datasets"] and isinstance(v, dict) for d, v in per_train.items())):
+        raise ZooError(f"suite {name!r}: dataset_train must map datasets of the suite to tables "
+                       f"of train settings, got {per_train!r}")
+    spec = _stage_spec(name, s)
+    data_spec = {d: _stage_spec(name, {**s, "train": {**s.get("train", {}), **t}},
+                                f"dataset_train.{d}") for d, t in per_train.items()}
     archs = []
     for pattern in s["fields"]:
         hits = [n for n in zoo.list_fields(pattern) if any(
@@ -216,6 +242,8 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
     for data in s["datasets"]:
         shape = zoo.get_dataset(data).shape
         for arch in archs:
+            if data in per_data and not any(fnmatch.fnmatchcase(arch, p) for p in per_data[data]):
+                continue
             for backend in bks:
                 if backend not in zoo.registry.backends_of(arch):
                     continue
@@ -231,7 +259,8 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
                         zoo.registry.resolve_options(info.options, given)
                     except ZooError as e:
                         raise ZooError(f"suite {name!r}, {arch}: {e}") from None
-                job_spec = {**spec, "train": {**spec["train"], "options": given}}
+                base = data_spec.get(data, spec)
+                job_spec = {**base, "train": {**base["train"], "options": given}}
                 for seed in range(min(n_seeds, per_backend.get(backend, n_seeds))):
                     run_dir = Path(root) / name / data / f"{arch}-{backend}-s{seed}"
                     jobs.append(Job(name, arch, backend, data, seed, str(run_dir), job_spec,
