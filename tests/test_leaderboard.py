@@ -436,11 +436,14 @@ def test_bad_leaderboard_and_bench_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # nothing written when the bench record is bad
 
 
-def _image_run(root: Path, arch: str, seed: int, fd: float, memo: float) -> None:
+def _image_run(root: Path, arch: str, seed: int, fd: float, memo: float,
+               data: str = "digits") -> None:
     """A digits run as the images suite leaves it: the classifier's metrics, dequantised NLL,
-    every loop family in check.json."""
-    d = root / "images" / "digits" / f"{arch}-torch-s{seed}"
-    ident = {"arch": arch, "backend": "torch", "data": "digits", "seed": seed}
+    every loop family in check.json. data="latent-digits": a latent run, measured decoded (its
+    eval.json names the pixel set; its NLL is of latents, with no bits/dim)."""
+    latent = data.startswith("latent-")
+    d = root / "images" / data / f"{arch}-torch-s{seed}"
+    ident = {"arch": arch, "backend": "torch", "data": data, "seed": seed}
     _write(d / "config.json", {**ident, "status": "complete", "batch": 64, "steps": 6000,
                                "options": {"channels": 16}})
     _write(d / "sweep.json", {**ident, "suite": "images", "status": "complete", "commit": "abc"})
@@ -453,11 +456,13 @@ def _image_run(root: Path, arch: str, seed: int, fd: float, memo: float) -> None
             "nn_train_dist": 1.9}
     m = {k: {"value": v, "floor_mean": floors[k][0], "floor_std": floors[k][1]}
          for k, v in vals.items()}
+    px = {"pixel_data": "digits", "latent_dim": 16} if latent else {}
     _write(d / "eval.json", {**ident, "settings": {"n": 500, "repeats": 20}, "solvers": {
-        "ode-dopri5": {"finite": True, "metrics": m, "nfe": 200, "repeats": 20},
-        "sde-euler": {"finite": True, "metrics": m, "nfe": 500, "repeats": 20}}})
-    _write(d / "nll.json", {"nll_nats": -100.0, "se": 1.0, "n": 300, "bits_per_dim": 0.8,
-                            "dequantisation": {"levels": 17, "bin_width": 0.125}})
+        "ode-dopri5": {"finite": True, "metrics": m, "nfe": 200, "repeats": 20, **px},
+        "sde-euler": {"finite": True, "metrics": m, "nfe": 500, "repeats": 20, **px}}})
+    _write(d / "nll.json", {"nll_nats": 20.0, "se": 0.5, "n": 300} if latent else
+           {"nll_nats": -100.0, "se": 1.0, "n": 300, "bits_per_dim": 0.8,
+            "dequantisation": {"levels": 17, "bin_width": 0.125}})
     fams = ("polygon", "triangle", "projected", "interpolated", "interpolated-projected")
     _write(d / "check.json", {
         "summary": {"nasym_mean": 0.1, **{f"circulation_{f}_median": 0.01 * (i + 1)
@@ -487,3 +492,29 @@ def test_image_datasets_get_the_classifier_columns_and_fd_verdict(tmp_path):
     assert "energysq-unet" in _section(r["markdown"], "Summary")
     csv_head = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()[0]
     assert ",fd_ode_mean," in csv_head and ",logpt_ode_mean," not in csv_head
+
+
+def test_latent_rows_stand_in_the_digits_section(tmp_path):
+    """latent-digits runs (their samples measured decoded) get rows in the digits table, marked
+    (latent), under the same columns and floors; no section of their own; paired with
+    free-mlp on the latents, not with the pixel fields."""
+    root = tmp_path / "runs"
+    for s in range(3):
+        _image_run(root, "free-unet", s, fd=8.0 + 0.1 * s, memo=0.05)
+        _image_run(root, "free-mlp", s, fd=12.0 + 0.1 * s, memo=0.02, data="latent-digits")
+        _image_run(root, "energysq-mlp", s, fd=30.0 + 0.3 * s, memo=0.02, data="latent-digits")
+    r = write_leaderboard(root / "images", tmp_path / "out", figures=False)
+    lat = r["datasets"]["latent-digits"]
+    assert lat.image and lat.pixel == "digits" and lat.verdict == ("fd_ode",)
+    md = r["markdown"]
+    assert "\n## latent-digits\n" not in md
+    sec = _section(md, "digits")
+    rows = [line.split(" | ")[0].lstrip("| ") for line in sec.splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert rows[:3] == ["free-unet", "energysq-mlp (latent)", "free-mlp (latent)"]
+    assert "| 12.10 ± 0.10 |" in sec and "rows marked (latent)" in sec
+    head = next(line for line in sec.splitlines() if line.startswith("| field"))
+    assert "| bits/dim |" in head  # the pixel rows have it; the latent rows show –
+    assert lat.row("free-mlp").stats.get("bpd") is None
+    called = [(c.data, c.arch, c.ref) for c in r["comparisons"] if c.judged["called"]]
+    assert called == [("latent-digits", "energysq-mlp", "free-mlp")]

@@ -28,10 +28,10 @@ ODE_METRICS = {
     # images (zoo.image_metrics: the dataset's classifier)
     "fd_ode": "fd", "classkl_ode": "class_kl", "classh_ode": "class_entropy",
     "fprec_ode": "feat_precision", "frecall_ode": "feat_recall", "fcover_ode": "feat_coverage",
-    "memo_ode": "memorised", "nntrain_ode": "nn_train_dist",
+    "memo_ode": "memorised", "nntrain_ode": "nn_train_dist", "offrange_ode": "off_range",
 }
 SDE_METRICS = {"logp_sde": "mean_log_density", "mmd_sde": "mmd_rbf", "w2_sde": "w2",
-               "fd_sde": "fd", "memo_sde": "memorised"}
+               "fd_sde": "fd", "memo_sde": "memorised", "offrange_sde": "off_range"}
 CHECK_KEYS = {"nasym_mean": "nasym", "circulation_polygon_median": "circulation",
               "circulation_triangle_median": "circ_tri",
               "circulation_projected_median": "circ_proj",
@@ -65,6 +65,7 @@ class Run:
     options: dict | None = None  # config.json field options
     spec: dict | None = None  # sweep.json: the stage settings the run was made with
     batch: int | None = None
+    pixel: str | None = None  # a latent run's image set (its samples are measured decoded)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -141,6 +142,7 @@ def read_run(run_dir: Path, root: Path | None = None) -> Run:
                 v[key] = float(m[name]["value"])
                 r.floors[key] = (float(m[name]["floor_mean"]), float(m[name]["floor_std"]))
             if solver == "ode":
+                r.pixel = e.get("pixel_data") or ev.get("pixel_data")
                 r.ode_method = method
                 v["nfe_ode"] = float(e["nfe"])
                 r.floor_draws = e.get("repeats") or ev.get("settings", {}).get("repeats")

@@ -85,18 +85,22 @@ def _samples(plt, data: str, have: dict, path: Path) -> bool:
     fig, axes = plt.subplots(len(bks), len(arches) + 1,
                              figsize=(2.4 * (len(arches) + 1), 2.4 * len(bks)), squeeze=False)
     ds = get_dataset(data)
-    image = len(ds.shape) == 3
+    lat = ds.latent  # a latent set's samples are drawn decoded, as images
+    image = len(ds.shape) == 3 or lat is not None
+    shape = lat.image_shape if lat is not None else ds.shape
     ref = ds.sample(np.random.default_rng([2, 0]), 64 if image else 2000)
     flat = ref.reshape(len(ref), -1)
     lim = np.percentile(np.abs(flat[:, :2]), 99.5) * 1.3
     for i, b in enumerate(bks):
-        panels = [("data", ref)]
+        panels = [("data" if lat is None else "data (decoded)", ref)]
         for a in arches:
             x = None
             if (a, b) in have:
                 with np.load(have[(a, b)], allow_pickle=False) as z:
                     x = z["samples"]
             panels.append((f"{a} [{b}]", x))
+        if lat is not None:  # decode the first 64 latents of each panel (non-finite ones: NaN)
+            panels = [(t, None if x is None else _decode(lat, x[:64])) for t, x in panels]
         for ax, (title, pts) in zip(axes[i], panels):
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
@@ -106,7 +110,7 @@ def _samples(plt, data: str, have: dict, path: Path) -> bool:
             if image:  # an 8 x 8 grid of images
                 from zoo.sampling import tile
 
-                ax.imshow(tile(pts.reshape(len(pts), *ds.shape), 8), cmap="gray", vmin=-1,
+                ax.imshow(tile(pts.reshape(len(pts), *shape), 8), cmap="gray", vmin=-1,
                           vmax=1, interpolation="nearest")
                 continue
             pts = pts.reshape(len(pts), -1)
@@ -115,9 +119,20 @@ def _samples(plt, data: str, have: dict, path: Path) -> bool:
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
     fig.suptitle(f"{data}: probability-flow ODE samples, lowest seed"
-                 + ("" if image else " (first two coordinates)"))
+                 + (" (decoded)" if lat is not None else "" if image
+                    else " (first two coordinates)"))
     _save(fig, path)
     return True
+
+
+def _decode(lat, z: np.ndarray) -> np.ndarray:
+    """Images of latents z [n, d] by the latent set's decoder; non-finite latents give NaN."""
+    z = np.asarray(z, np.float64).reshape(len(z), -1)
+    out = np.full((len(z), *lat.image_shape), np.nan)
+    ok = np.all(np.isfinite(z), axis=1)
+    if ok.any():
+        out[ok] = lat.decode(z[ok])
+    return out
 
 
 def _curves(plt, ds: Dataset, runs: list[Run], path: Path) -> bool:

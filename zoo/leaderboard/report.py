@@ -120,7 +120,10 @@ def header(datasets: dict[str, Dataset], runs: list[Run], bench: C.Bench | None,
             f"digits test split (digits-gmm: fresh mixture draws), its floor the same statistic "
             f"of training images (digits) or fresh draws (digits-gmm). KL class: KL(sample class "
             f"histogram || data's class shares); H class its entropy (log 10 = 2.303 is "
-            f"uniform); prec f / recall f / cover f: PRDC in feature space; memorised: share of "
+            f"uniform); off-range: share of samples with a pixel beyond |x| > 2 (the data lie "
+            f"in [-1, 1]; a few runaway samples can raise FD by orders of magnitude, this says "
+            f"how many there are); "
+            f"prec f / recall f / cover f: PRDC in feature space; memorised: share of "
             f"samples closer (pixels) to a training image than 95% of test images are (floor "
             f"0.05; a model that copies its 1497 training images scores near 1); NN train: "
             f"median distance to the nearest training image; bits/dim: NLL of the test images "
@@ -179,29 +182,48 @@ def render_markdown(datasets: dict[str, Dataset], comps: list[S.Comparison], run
         if note:
             out += ["", note]
     for name, ds in datasets.items():
+        if ds.pixel in datasets:
+            continue  # a latent set: its rows stand in its image set's section
+        latent = [d for d in datasets.values() if d.pixel == name]
         v = " and ".join(COLUMNS[k].title for k in ds.verdict)
         out += ["", f"## {name}", "", " ".join(x for x in (f"Verdict: {v}.", floors_line(ds)) if x),
                 ""]
-        out += table_lines(ds)
-        paired = S.paired_table_lines(ds, comps)
-        if paired:
-            out += [""] + paired
-        curves = field_curves(runs, name)
-        if curves:
-            key = ds.verdict[0]
-            fig = f"figures/curves-{name}.png"
-            link = f"[curves-{name}]({fig})" if fig in figures else "curves"
-            out += ["", f"Learning curves ({link}), {COLUMNS[key].title} of the mean curve "
-                    "over seeds; levels off = the step from which it stays within 1 floor std "
-                    "of its final value:", ""]
-            out += [plateau_line(c, CURVE_METRIC[key], COLUMNS[key].title, COLUMNS[key].fmt)
-                    for c in curves]
-        problems = problem_lines(ds)
-        if problems:
-            out += ["", "Failed or incomplete:", ""] + problems
+        if latent:
+            out += [", ".join(d.name for d in latent) + f": rows marked (latent) are fields "
+                    f"trained on the autoencoder's latents of {name}; their samples are decoded "
+                    f"and measured as {name} samples (same reference, same floors); NAsym and "
+                    f"circulation are those of the latent field, where it lives; bits/dim is not "
+                    f"given (their NLL is of latents).", ""]
+        out += table_lines(ds, latent)
+        for part in (ds, *latent):
+            out += _section_tail(part, comps, runs, figures)
     if skipped:
         out += ["", "## Skipped run directories", ""] + [f"- {s}" for s in skipped]
     return "\n".join(out) + "\n"
+
+
+def _section_tail(ds: Dataset, comps: list[S.Comparison], runs: list[Run],
+                  figures: list[str]) -> list[str]:
+    """A dataset's paired comparisons, learning curves and failed runs (below its table)."""
+    out = []
+    name = ds.name
+    paired = S.paired_table_lines(ds, comps)
+    if paired:
+        out += [""] + paired
+    curves = field_curves(runs, name)
+    if curves:
+        key = ds.verdict[0]
+        fig = f"figures/curves-{name}.png"
+        link = f"[curves-{name}]({fig})" if fig in figures else "curves"
+        out += ["", f"Learning curves{' (latent)' if ds.pixel else ''} ({link}), "
+                f"{COLUMNS[key].title} of the mean curve over seeds; levels off = the step from "
+                "which it stays within 1 floor std of its final value:", ""]
+        out += [plateau_line(c, CURVE_METRIC[key], COLUMNS[key].title, COLUMNS[key].fmt)
+                for c in curves]
+    problems = problem_lines(ds)
+    if problems:
+        out += ["", "Failed or incomplete:", ""] + problems
+    return out
 
 
 def _g(x) -> str:

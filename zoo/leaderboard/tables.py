@@ -56,6 +56,8 @@ COLUMNS = {c.key: c for c in [
     Column("memo_ode", "memorised", "min", ".3f"),
     Column("memo_sde", "memorised SDE", "min", ".3f"),
     Column("nntrain_ode", "NN train", None, ".3f"),
+    Column("offrange_ode", "off-range ODE", "min", ".3f"),
+    Column("offrange_sde", "off-range SDE", "min", ".3f"),
     Column("bpd", "bits/dim", "min", ".3f"),
     Column("nasym", "NAsym", "min", ".1e"),
     Column("circulation", "circ", "min", ".1e"),
@@ -77,11 +79,12 @@ OPEN_ORDER = ["mmd_ode", "prec_ode", "recall_ode", "density_ode", "coverage_ode"
 # images: every loop family of the seed paper (circ = polygon loops through corrupted samples)
 _IMAGE_CONS = ["nasym", "circulation", "circ_tri", "circ_proj", "circ_interp", "circ_iproj",
                "rot_share", "score_err", "stein_r2", "nfe_ode"]
-IMAGE_ORDER = ["fd_ode", "fd_sde", "classkl_ode", "classh_ode", "memo_ode", "memo_sde",
-               "fprec_ode", "frecall_ode", "fcover_ode", "nntrain_ode", "bpd", *_IMAGE_CONS]
-IMAGE_CLOSED_ORDER = ["logpt_ode", "nll", "fd_ode", "fd_sde", "classkl_ode", "classh_ode",
-                      "fprec_ode", "frecall_ode", "fcover_ode", "logp_ode", "logp_sde",
-                      *_IMAGE_CONS]
+IMAGE_ORDER = ["fd_ode", "fd_sde", "offrange_ode", "offrange_sde", "classkl_ode", "classh_ode",
+               "memo_ode", "memo_sde", "fprec_ode", "frecall_ode", "fcover_ode", "nntrain_ode",
+               "bpd", *_IMAGE_CONS]
+IMAGE_CLOSED_ORDER = ["logpt_ode", "nll", "fd_ode", "fd_sde", "offrange_ode", "offrange_sde",
+                      "classkl_ode", "classh_ode", "fprec_ode", "frecall_ode", "fcover_ode",
+                      "logp_ode", "logp_sde", *_IMAGE_CONS]
 _CONS_ALL = set(_CONS) | set(_IMAGE_CONS)
 CSV_KEYS = list(COLUMNS)
 FLOOR_KEYS = [k for k in CSV_KEYS if k not in _CONS_ALL]  # metrics with a real-vs-real floor
@@ -130,6 +133,14 @@ class Dataset:
     floor_draws: list[int]  # the real-vs-real draws behind the floors (as the runs say)
     exact_nll: float | None = None
     image: bool = False  # image-shaped data: the classifier's metrics and every loop family
+    # a latent set's image set (latent-digits -> digits): its samples are measured decoded, with
+    # that set's reference and floors, and its rows stand in that set's table, marked (latent)
+    pixel: str | None = None
+
+    @property
+    def suffix(self) -> str:
+        """What its rows' field names carry in a shared table: " (latent)" or nothing."""
+        return " (latent)" if self.pixel else ""
 
     @property
     def verdict(self) -> tuple[str, ...]:
@@ -219,13 +230,32 @@ def _row(data: str, arch: str, rs: list[Run], verdict: str) -> Row:
 
 
 def _image(data: str, ok: list[Run]) -> bool:
-    """Whether ``data`` is image-shaped: the dataset registry says, or the runs' eval.json."""
+    """Whether ``data`` is measured as images (image-shaped, or a latent set whose samples are
+    decoded): the dataset registry says, or the runs' eval.json."""
     import zoo
 
     try:
-        return len(zoo.get_dataset(data).shape) == 3
+        ds = zoo.get_dataset(data)
+        return len(ds.shape) == 3 or ds.latent is not None
     except (ValueError, ZooError):
         return any("fd_ode" in r.values for r in ok)
+
+
+def _pixel(data: str, ok: list[Run]) -> str | None:
+    """The image set a latent set decodes to (latent-digits -> digits), else None: the runs'
+    eval.json says (without loading the autoencoder), else the dataset registry."""
+    named = sorted({r.pixel for r in ok if r.pixel})
+    if named:
+        return named[0]
+    if not data.startswith("latent-"):
+        return None
+    import zoo
+
+    try:
+        lat = zoo.get_dataset(data).latent
+    except (ValueError, ZooError):
+        return None
+    return None if lat is None else lat.pixel
 
 
 def _closed_form(data: str, ok: list[Run]) -> bool:
@@ -257,7 +287,7 @@ def build(runs: list[Run]) -> dict[str, Dataset]:
         ex = [r.exact_nll for r in ok if r.exact_nll is not None]
         out[data] = Dataset(data, closed, rows, _floors(ok),
                             sorted({int(r.floor_draws) for r in ok if r.floor_draws}),
-                            float(np.mean(ex)) if ex else None, image)
+                            float(np.mean(ex)) if ex else None, image, _pixel(data, ok))
     return out
 
 
@@ -297,14 +327,22 @@ def floors_line(ds: Dataset) -> str:
     return "Noise floors (real vs real): " + "; ".join(parts) + "." if parts else ""
 
 
-def table_lines(ds: Dataset) -> list[str]:
-    cols = ds.columns()
+def table_lines(ds: Dataset, latent: list[Dataset] = ()) -> list[str]:
+    """The markdown table of ``ds``, with the rows of the latent sets that decode to it below its
+    own (their field names marked " (latent)"; their sample metrics are measured in its pixel
+    space against its reference, so one column, one best)."""
+    parts = [ds, *latent]
+    keys = {c.key for d in parts for c in d.columns()}
+    order = [k for k in (IMAGE_CLOSED_ORDER if ds.closed else IMAGE_ORDER) if k in keys] \
+        if latent else [c.key for c in ds.columns()]
+    cols = [COLUMNS[k] for k in order]
     v = COLUMNS[ds.verdict[0]]
     head = ["field", "kind", "seeds", *(c.title for c in cols), f"gap ({v.title})"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    best = {c.key: _best(ds.rows, c) for c in cols}
-    for r in ds.rows:
-        cells = [r.arch, r.kind, r.seeds_text]
+    rows = [(d.suffix, r) for d in parts for r in d.rows]
+    best = {c.key: _best([r for _, r in rows], c) for c in cols}
+    for suffix, r in rows:
+        cells = [r.arch + suffix, r.kind, r.seeds_text]
         for c in cols:
             txt = fmt_value(r.stats.get(c.key), c.fmt, len(r.seeds))
             if best[c.key] is not None and c.key in r.stats and r.stats[c.key][0] == best[c.key]:
@@ -320,5 +358,5 @@ def problem_lines(ds: Dataset) -> list[str]:
     out = []
     for r in ds.rows:
         for b, s, st, why in r.problems:
-            out.append(f"- {r.arch} [{b}] seed {s}: {st}" + (f" — {why}" if why else ""))
+            out.append(f"- {r.arch}{ds.suffix} [{b}] seed {s}: {st}" + (f" — {why}" if why else ""))
     return out
