@@ -185,11 +185,24 @@ def test_memorisation(digits):
     assert IM.memorisation(noisy, digits.test, digits.train)["memorised"] == 1.0
 
 
+def test_off_range_counts_runaway_samples(digits):
+    """3 of 100 images with one pixel sent far away: off-range 0.03, and FD shoots up."""
+    x = digits.test[:100].copy()
+    base = IM.image_metrics(x, digits.test, digits.train)
+    assert base["off_range"] == 0.0
+    x[[5, 50, 70], 0, 3, 4] = [2.5, -40.0, 400.0]
+    x[9, 0, 0, 0] = 1.9  # off the data's range, but not by a half-range: not counted
+    m = IM.image_metrics(x, digits.test, digits.train)
+    assert m["off_range"] == pytest.approx(0.03) and IM.off_range(x.reshape(100, -1)) == 0.03
+    assert m["fd"] > 10 * base["fd"]
+
+
 def test_image_metrics_and_floor_have_every_metric(digits):
     floor = IM.image_noise_floor(digits.test, digits.train[:600], n=100, repeats=3)
     assert list(floor) == list(IM.IMAGE_METRICS)
-    assert all(np.isfinite(v).all() and v[1] > 0 for v in floor.values())
+    assert all(np.isfinite(v).all() and (v[1] > 0 or k == "off_range") for k, v in floor.items())
     assert floor["fd"][0] > 0 and floor["memorised"][0] < 0.2
+    assert floor["off_range"] == (0.0, 0.0)  # real digits lie in [-1, 1]
     m = IM.image_metrics(digits.test, digits.test, digits.train)
     assert m["fd"] == pytest.approx(0.0, abs=1e-8) and m["feat_coverage"] == 1.0
     bad = digits.test.copy()

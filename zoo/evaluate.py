@@ -105,7 +105,7 @@ def _floor_draw(ds, schedule: Schedule, names: list[str], all_metrics, n: int, n
 
 
 # Bump when a metric's code or the floors' draws change: every cached floor then goes stale.
-FLOORS_VERSION = 3  # 2: trimmed_log_density; 3: image metrics
+FLOORS_VERSION = 4  # 2: trimmed_log_density; 3: image metrics; 4: off_range (images)
 DEFAULT_REPEATS = 20  # real-vs-real draws behind a noise floor (DESIGN.md: at least 20)
 _MIXTURE_ONLY = ("mode_coverage", "off_mode", "component_kl")
 _DENSITY = ("mean_log_density", "trimmed_log_density")

@@ -21,6 +21,10 @@ shipped for digits, sha256 checked on load), so nothing is downloaded:
   distances: mean_i [min_j |x_i - t_j| <= tau]. Held-out images score 5 % by construction, a
   model that copies training images scores near 1 (with 1497 training images a model can).
   ``nn_train_dist``: the median sample-to-nearest-training-image distance.
+- ``off_range``: the share of samples with some pixel beyond |x| > ``OFF_RANGE`` = 2, a full
+  half-range outside the data's [-1, 1] (real images at t_min: 0). A field whose ODE sends a few
+  samples far away (energy-unet on digits: 22 of 500 beyond 2, one pixel at 446) can blow FD up
+  by orders of magnitude; this column says how many samples did it.
 
 ``image_metrics(fake, real, train, data)`` returns all of them; ``real`` must be held-out images
 (the test split), never training images, since it sets tau. ``image_noise_floor`` is their
@@ -48,7 +52,9 @@ IMAGE_METRICS = {
     "feat_coverage": ("cover f", ".3f"),
     "memorised": ("memorised", ".3f"),
     "nn_train_dist": ("NN train", ".3f"),
+    "off_range": ("off-range", ".3f"),
 }
+OFF_RANGE = 2.0  # |pixel| beyond this is off the data's range [-1, 1] by a full half-range
 # memorisation's threshold: this quantile of the held-out images' nearest-train distances. Low,
 # so that only samples closer to the training set than nearly all real unseen digits count; on
 # digits the test split's 5 % quantile is 1.414 (median 2.08, the closest train pair 0.66).
@@ -189,6 +195,12 @@ def memorisation(fake: np.ndarray, real: np.ndarray, train: np.ndarray,
     return {"memorised": float(np.mean(d <= tau)), "nn_train_dist": float(np.median(d))}
 
 
+def off_range(x: np.ndarray, bound: float = OFF_RANGE) -> float:
+    """The share of images x [N, ...] with some pixel beyond |x| > ``bound``."""
+    x = np.asarray(x).reshape(len(x), -1)
+    return float(np.mean(np.abs(x).max(axis=1) > bound))
+
+
 def _metrics(fake: np.ndarray, ff: np.ndarray, real: np.ndarray, fr: np.ndarray,
              train: np.ndarray, model: Classifier, p: np.ndarray, prdc_k: int, q: float
              ) -> dict[str, float]:
@@ -201,7 +213,8 @@ def _metrics(fake: np.ndarray, ff: np.ndarray, real: np.ndarray, fr: np.ndarray,
     out = {"fd": frechet(ff, fr, IdentityFeatures(ff.shape[1])),
            "class_kl": class_kl(counts, p),
            "class_entropy": float(entropy(counts)),
-           **{f"feat_{k}": v for k, v in M.prdc(fr, ff, k=prdc_k).items()}}
+           **{f"feat_{k}": v for k, v in M.prdc(fr, ff, k=prdc_k).items()},
+           "off_range": off_range(fake)}
     if train is not None:
         out.update(memorisation(fake, real, train, q))
     return {k: out[k] for k in IMAGE_METRICS if k in out}
