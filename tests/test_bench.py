@@ -1,10 +1,13 @@
-"""FLOPs of a training step (zoo.flops) against hand counts from the layer sizes."""
+"""FLOPs of a training step (zoo.flops) against hand counts from the layer sizes, and the FLOP
+and GEMM columns of `zoo bench train`'s record."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from conftest import run
 
 from zoo.flops import jaxpr_product_flops, step_flops
 from zoo.train import TrainConfig, draw_batch, make_trainer
@@ -121,3 +124,37 @@ def test_product_counter_agrees_with_xla_on_pure_products():
     loop = lambda x: jax.lax.while_loop(lambda y: y.sum() < 1e9, lambda y: y @ y, x)
     with pytest.raises(ValueError, match="while loop"):
         jaxpr_product_flops(jax.make_jaxpr(loop)(f32(4, 4)).jaxpr)
+
+
+def test_bench_record_has_flops_and_gemm_rates(tmp_path, capsys):
+    """`zoo bench train --out` adds per result the step's FLOPs, their ratio to free's, the
+    achieved GFLOP/s and its fraction of the GEMM's rate; the record names the GEMM and its
+    rate per backend and how FLOPs were counted; the settings keep their keys."""
+    rec = tmp_path / "train.json"
+    code, out, err = run(["bench", "train", "--pattern", "*[ey]-mlp", "--batch", "16",
+                          "--steps", "2", "--rounds", "2", "--opt", "width=8", "--opt",
+                          "depth=1", "--gemm-size", "128", "--out", str(rec)], capsys)
+    assert code == 0, err
+    assert "floor" in out and "GEMM 128x128 float32" in out
+    r = json.loads(rec.read_text())
+    assert set(r["settings"]) == {"pattern", "backends", "batch", "data", "steps", "rounds",
+                                  "options", "device", "interleaved"}
+    assert r["gemm"]["n"] == 128 and set(r["gemm"]["gflops"]) == {"torch", "jax"}
+    assert all(v > 0 and math.isfinite(v) for v in r["gemm"]["gflops"].values())
+    assert set(r["flops_counted"]) == {"torch", "jax"}
+    by = {(x["field"], x["backend"]): x for x in r["results"]}
+    assert set(by) == {(f, b) for f in ("free-mlp", "energy-mlp") for b in ("torch", "jax")}
+    for x in by.values():
+        for k in ("ms_per_step", "iqr_ms", "ratio_to_free", "options", "flops",
+                  "flop_ratio_to_free", "gflops", "gemm_fraction", "time_over_floor"):
+            assert k in x, k
+        for k in ("flops", "flop_ratio_to_free", "gflops", "gemm_fraction", "time_over_floor"):
+            assert math.isfinite(x[k]) and x[k] > 0, (k, x[k])
+        assert x["gflops"] == pytest.approx(x["flops"] / x["ms_per_step"] / 1e6)
+        assert x["gemm_fraction"] == pytest.approx(x["gflops"] / r["gemm"]["gflops"][x["backend"]])
+    for b in ("torch", "jax"):
+        assert by[("free-mlp", b)]["flop_ratio_to_free"] == 1.0
+        energy = by[("energy-mlp", b)]
+        assert 1.5 < energy["flop_ratio_to_free"] < 3  # the double backward is counted
+        assert energy["time_over_floor"] == pytest.approx(energy["ratio_to_free"]
+                                                          / energy["flop_ratio_to_free"])

@@ -1,10 +1,14 @@
 """Benchmarks printed as ratios measured side by side in one run (the machine is shared and noisy).
 
 Blocks of steps of every (field, backend) are interleaved round-robin, so drift in machine load
-hits all of them alike; the median block per entry is reported. ``bench_train(..., out=PATH)``
-also writes a JSON record (settings, per-field medians, IQRs and ratios, the machine and the
-library versions, the date): the leaderboard's cost columns come from such a record, never from
-timings taken while other work ran.
+hits all of them alike; the median block per entry is reported. ``bench_train`` also counts the
+FLOPs of one step of each (zoo.flops: torch's FlopCounterMode, XLA's cost analysis), so each
+field's time ratio to free stands beside its arithmetic floor ratio, and times a float32 GEMM
+between the rounds, so each step's achieved GFLOP/s reads as a fraction of what the machine's
+matrix product reaches. ``bench_train(..., out=PATH)`` also writes a JSON record (settings,
+per-field medians, IQRs, ratios and FLOPs, the GEMM's rate, the machine and the library
+versions, the date): the leaderboard's cost columns come from such a record, never from timings
+taken while other work ran.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+from zoo import flops as fl
 from zoo.registry import ZooError, entries
 from zoo.train import TrainConfig, draw_batch, make_trainer
 
@@ -119,19 +124,27 @@ def peak_rss(arch: str, backend: str, *, data: str, batch: int, options: dict,
 
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
                 rounds: int, options: dict | None = None, out: str | Path | None = None,
-                show: bool = True) -> list[dict]:
+                show: bool = True, gemm_size: int = 1024) -> list[dict]:
     """Time training steps of every trainable field matching ``pattern``; prints a table with each
-    field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...).
+    field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...),
+    the FLOPs of one step and their ratio to free's (the floor the time ratio could reach),
+    and the achieved rate as a fraction of a ``gemm_size``-square float32 GEMM's, timed once per
+    backend after every round.
 
     ``options``: field options for every field (e.g. {"width": 128}, as a suite's); ``out``: write
     the JSON record there (see the module docstring). Returns one dict per (field, backend):
     field, backend, backbone, options, ms_per_step (median block), iqr_ms, ratio_to_free (None
-    without a free field on that backbone and backend), ms_per_round.
+    without a free field on that backbone and backend), ms_per_round; flops (one step, counted
+    as zoo.flops says: matrix products in torch, every op in XLA), dot_flops (matrix products
+    only; JAX: those of the jaxpr, before XLA's optimisations), flop_ratio_to_free,
+    dot_flop_ratio_to_free, time_over_floor (ratio_to_free / flop_ratio_to_free), gflops
+    (flops / median step time), gemm_fraction (gflops / the GEMM's rate on that backend).
     """
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(quiet=not show)
+    if not console.is_terminal:  # a log file: room for the ten columns rather than 80
+        console.width = max(console.width, 120)
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.is_dir():
         raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. train-mlp.json)")
@@ -142,13 +155,16 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                               options=dict(options or {}))
             trainer, ds, rng = make_trainer(cfg)  # validates (and fills in) the options
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
+            counted = fl.step_flops(trainer, batches[0], info.backend)  # torch: takes a step
             _sync(trainer.step(batches[0]))  # compile / warm up
             cases.append({"name": info.name, "backend": info.backend, "backbone": info.backbone,
                           "options": dict(cfg.options), "trainer": trainer,
-                          "batches": batches, "times": []})
+                          "batches": batches, "times": [], "counted": counted})
     if not cases:
         console.print(f"no trainable field matches {pattern!r}")
         return []
+    gemms = {b: fl.gemm(b, gemm_size) for b in dict.fromkeys(c["backend"] for c in cases)}
+    gemm_times: dict[str, list[float]] = {b: [] for b in gemms}
     with console.status("timing") as status:
         for r in range(rounds):
             status.update(f"round {r + 1}/{rounds}")
@@ -158,39 +174,100 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                     loss = c["trainer"].step(b)
                 _sync(loss)
                 c["times"].append((time.perf_counter() - t0) / steps)
-    ref = {(c["backbone"], c["backend"]): statistics.median(c["times"]) for c in cases
-           if c["name"] == f"free-{c['backbone']}"}
-    table = Table("field", "backend", "ms/step (median)", "spread (IQR)", "ratio to free",
-                  title=f"training step, batch {batch}, {data}, {rounds} rounds x {steps} steps")
-    results = []
-    for c in cases:
-        q1, med, q3 = _quartiles(c["times"])
-        key = (c["backbone"], c["backend"])
-        ratio = med / ref[key] if key in ref else None
-        table.add_row(c["name"], c["backend"], f"{1e3 * med:.2f}", f"{1e3 * (q3 - q1):.2f}",
-                      "–" if ratio is None else f"{ratio:.2f}")
-        results.append({"field": c["name"], "backend": c["backend"], "backbone": c["backbone"],
-                        "options": c["options"], "ms_per_step": 1e3 * med,
-                        "iqr_ms": 1e3 * (q3 - q1), "ratio_to_free": ratio,
-                        "ms_per_round": [1e3 * t for t in c["times"]]})
-    console.print(table)
+            for b, (run, _) in gemms.items():
+                gemm_times[b].append(fl.time_once(run))
+    gemm_rate = {b: gemms[b][1] / statistics.median(ts) / 1e9 for b, ts in gemm_times.items()}
+    free = {(c["backbone"], c["backend"]): c for c in cases
+            if c["name"] == f"free-{c['backbone']}"}
+    results = [_train_result(c, free.get((c["backbone"], c["backend"])), gemm_rate[c["backend"]])
+               for c in cases]
+    console.print(_train_table(results, gemm_rate, gemm_size,
+                               title=f"training step, batch {batch}, {data}, {rounds} rounds x "
+                               f"{steps} steps"))
     if out_path is not None:
         _write_record(out_path, "zoo bench train", {
             "pattern": pattern, "backends": list(backends), "batch": batch, "data": data,
             "steps": steps, "rounds": rounds, "options": dict(options or {}), "device": "cpu",
-            "interleaved": True}, results)
+            "interleaved": True}, results, extra={
+            "gemm": {"n": gemm_size, "dtype": "float32", "flops": 2 * gemm_size**3,
+                     "gflops": gemm_rate,
+                     "ms": {b: [1e3 * t for t in ts] for b, ts in gemm_times.items()},
+                     "how": "one n x n product per backend after every round (torch.matmul, "
+                            "jnp.dot under jax.jit); gflops from the median"},
+            "flops_counted": {b: fl.method(b) for b in gemms}})
         console.print(f"wrote {out_path}")
     return results
 
 
-def _write_record(out_path: Path, kind: str, settings: dict, results: list[dict]) -> None:
+def _ratio(a, b) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _train_result(c: dict, free: dict | None, gemm_gflops: float) -> dict:
+    """One (field, backend)'s row of ``bench_train``: times, ratios, FLOPs and rates."""
+    q1, med, q3 = _quartiles(c["times"])
+    n = c["counted"]
+    ratio = med / statistics.median(free["times"]) if free else None
+    flop_ratio = _ratio(n["flops"], free["counted"]["flops"]) if free else None
+    gflops = n["flops"] / med / 1e9
+    extra = {k: n[k] for k in ("transcendentals",) if k in n}
+    if "by_op" in n:
+        extra["flops_by_op"] = n["by_op"]
+    return {"field": c["name"], "backend": c["backend"], "backbone": c["backbone"],
+            "options": c["options"], "ms_per_step": 1e3 * med, "iqr_ms": 1e3 * (q3 - q1),
+            "ratio_to_free": ratio, "ms_per_round": [1e3 * t for t in c["times"]],
+            "flops": n["flops"], "dot_flops": n["dot_flops"], **extra,
+            "flop_ratio_to_free": flop_ratio,
+            "dot_flop_ratio_to_free": (_ratio(n["dot_flops"], free["counted"]["dot_flops"])
+                                       if free else None),
+            "time_over_floor": _ratio(ratio, flop_ratio), "gflops": gflops,
+            "gemm_fraction": gflops / gemm_gflops}
+
+
+def _train_table(results: list[dict], gemm_rate: dict, gemm_size: int, title: str):
+    from rich.table import Table
+
+    fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)
+    table = Table(title=title, caption_justify="left")
+    table.add_column("field", no_wrap=True)
+    for head in ("backend", "ms/step\nmedian", "IQR\nms", "ratio\nto free", "MFLOP\n/step",
+                 "floor\nratio", "time /\nfloor", "GFLOP/s", "of\nGEMM"):
+        table.add_column(head, justify="left" if head == "backend" else "right")
+    for r in results:
+        table.add_row(r["field"], r["backend"], f"{r['ms_per_step']:.2f}", f"{r['iqr_ms']:.2f}",
+                      fmt(r["ratio_to_free"]), f"{r['flops'] / 1e6:.1f}",
+                      fmt(r["flop_ratio_to_free"]), fmt(r["time_over_floor"]),
+                      f"{r['gflops']:.2f}", fmt(r["gemm_fraction"], ".1%"))
+    rates = ", ".join(f"{b} {v:.1f}" for b, v in gemm_rate.items())
+    notes = [f"GEMM {gemm_size}x{gemm_size} float32, GFLOP/s: {rates} (median, timed after "
+             "every round); 'of GEMM' = GFLOP/s / that rate."]
+    if any(r["backend"] == "torch" for r in results):
+        notes.append("torch FLOPs: FlopCounterMode, matrix products only (forward, backward, "
+                     "double backward).")
+    jax = [r for r in results if r["backend"] == "jax"]
+    if jax:
+        share = [r["dot_flops"] / r["flops"] for r in jax if r["flops"]] or [0.0]
+        span = dict.fromkeys(f"{v:.0%}" for v in (min(share), max(share)))
+        notes.append("jax FLOPs: XLA's cost analysis of the compiled step, every op "
+                     "(elementwise, reductions, Adam); the matrix products of the step's jaxpr "
+                     f"(the record's dot_flops, torch's rule) are {'-'.join(span)} of it (over "
+                     "100 %: XLA merged duplicate products).")
+    notes.append("floor ratio = FLOPs / free's on the same backbone and backend; time / floor = "
+                 "ratio to free / floor ratio (issue 15's target: <= 1.15).")
+    table.caption = "\n".join(notes)
+    return table
+
+
+def _write_record(out_path: Path, kind: str, settings: dict, results: list[dict],
+                  extra: dict | None = None) -> None:
+    """The JSON record: kind, date, settings, machine, versions, results, then ``extra``'s keys."""
     from zoo import checkpoint
 
     machine, versions = machine_info()
     record = {"kind": kind,
               "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "settings": settings, "machine": machine, "versions": versions,
-              "results": results}
+              "results": results, **(extra or {})}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(out_path, record)
 

@@ -680,16 +680,26 @@ def _training_bench_options(f):
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="A field option for every field timed (repeatable), e.g. --opt width=128 "
               "to time the standard suite's MLPs.")
+@click.option("--gemm-size", default=1024, show_default=True, type=POSITIVE_INT,
+              help="n of the n x n float32 GEMM timed after every round (the 'of GEMM' rate).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
-              help="Also write a JSON record (settings, medians, IQRs, ratios, machine, library "
-              "versions, date) there, e.g. results/bench/train-mlp.json for the leaderboard.")
-def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, out_path) -> None:
+              help="Also write a JSON record (settings, medians, IQRs, ratios, FLOPs, GEMM rates, "
+              "machine, library versions, date) there, e.g. results/bench/train-mlp.json for "
+              "the leaderboard.")
+def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, gemm_size,
+                out_path) -> None:
     """Median training-step time of every field and its ratio to the free field on the same
-    backbone and backend (free-mlp, free-unet, free-dit), blocks of steps interleaved."""
+    backbone and backend (free-mlp, free-unet, free-dit), blocks of steps interleaved.
+
+    Also the FLOPs of one step (torch: FlopCounterMode, matrix products only; JAX: XLA's cost
+    analysis, every op), the floor ratio FLOPs / free's and "time / floor", the time ratio over
+    it (target <= 1.15). GFLOP/s is FLOPs / median step time and "of GEMM" its fraction of the
+    rate of a float32 GEMM timed in the same run.
+    """
     from zoo.bench import bench_train as run
 
     run(pattern, _backends(backend_list), batch=batch, data=data, steps=steps, rounds=rounds,
-        options=parse_options(opts), out=out_path)
+        options=parse_options(opts), out=out_path, gemm_size=gemm_size)
 
 
 @bench.command("memory")
