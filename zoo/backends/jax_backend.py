@@ -128,50 +128,57 @@ def jvp_vjp(field, x: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[np.ndar
     return np.asarray(jv), np.asarray(jtv)
 
 
-def dsm_loss(field, schedule: Schedule, x0, t, eps) -> jax.Array:
-    """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
+def _xt(schedule: Schedule, x0, t, eps):
     shape = (-1,) + (1,) * (x0.ndim - 1)
-    a, s = schedule.alpha(t).reshape(shape), schedule.sigma(t).reshape(shape)
-    xt = a * x0 + s * eps
-    r = s * jax.vmap(field.score)(xt, t) + eps
+    return schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
+
+
+def _dsm(schedule: Schedule, s, t, eps) -> jax.Array:
+    """E ||sigma_t s + eps||^2 of scores s at x_t."""
+    r = schedule.sigma(t).reshape((-1,) + (1,) * (eps.ndim - 1)) * s + eps
     return jnp.mean(jnp.sum(r.reshape(r.shape[0], -1) ** 2, axis=1))
 
 
-def qc_penalty(field, schedule: Schedule, x0, t, eps, probes) -> jax.Array:
-    """E_t sigma_t^2 (tr(J J^T) - tr(J^2)) at x_t, J = ds/dx (Chao et al. 2023, QCSBM).
+def dsm_loss(field, schedule: Schedule, x0, t, eps) -> jax.Array:
+    """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
+    return _dsm(schedule, jax.vmap(field.score)(_xt(schedule, x0, t, eps), t), t, eps)
 
-    Hutchinson with Rademacher probes v: E_v[u . (u - w)], u = J^T v (VJP), w = J v (JVP).
-    probes: [P, B, *shape].
+
+def score_and_qc(field, x, t, probes) -> tuple[jax.Array, jax.Array]:
+    """(s(x, t) [B, *shape], Hutchinson estimates of tr(J J^T) - tr(J^2) [P, B]) from one
+    forward pass per example.
+
+    Per probe v: u = J^T v and z = J^T u, two applications of the one ``jax.vjp`` of the score;
+    u.u - v.z = v^T J J^T v - v^T J^T J^T v (v.z = u.(J v): no JVP and no second forward). The
+    training loss takes its DSM term from the same s.
     """
-    shape = (-1,) + (1,) * (x0.ndim - 1)
-    xt = schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
-    return jnp.mean(schedule.sigma(t) ** 2 * qc_estimates(field, xt, t, probes).mean(0))
+
+    def one(xi, ti, vs):  # one example, all its probes
+        s, vjp = jax.vjp(lambda y: field.score(y, ti), xi)
+
+        def per_probe(v):
+            u = vjp(v)[0]
+            return jnp.sum(u * u) - jnp.sum(v * vjp(u)[0])
+
+        return s, jax.vmap(per_probe)(vs)
+
+    return jax.vmap(one, in_axes=(0, 0, 1), out_axes=(0, 1))(x, t, probes)
 
 
 def qc_estimates(field, x, t, probes) -> jax.Array:
     """Hutchinson estimates of tr(J J^T) - tr(J^2) at each x, one per probe: [P, B]."""
-
-    def one(xi, ti, vs):  # one example, all its probes
-        f = lambda y: field.score(y, ti)
-        _, vjp = jax.vjp(f, xi)
-
-        def per_probe(v):
-            w = jax.jvp(f, (xi,), (v,))[1]
-            u = vjp(v)[0]
-            return jnp.sum(u * (u - w))
-
-        return jax.vmap(per_probe)(vs)
-
-    return jax.vmap(one, in_axes=(0, 0, 1), out_axes=1)(x, t, probes)
+    return score_and_qc(field, x, t, probes)[1]
 
 
 def objective(field, schedule: Schedule, batch: dict, penalty: dict | None) -> jax.Array:
-    """The training loss: DSM, plus lambda * qc_penalty for fields whose penalty is "qc"."""
-    loss = dsm_loss(field, schedule, batch["x0"], batch["t"], batch["eps"])
+    """The training loss: DSM, plus lambda * the qc penalty for fields whose penalty is "qc"
+    (its scores at x_t are the DSM term's: one forward pass for both)."""
+    x0, t, eps = batch["x0"], batch["t"], batch["eps"]
     if penalty and penalty["kind"] == "qc":
-        loss = loss + penalty["lambda"] * qc_penalty(field, schedule, batch["x0"], batch["t"],
-                                                     batch["eps"], batch["probes"])
-    return loss
+        s, est = score_and_qc(field, _xt(schedule, x0, t, eps), t, batch["probes"])
+        return _dsm(schedule, s, t, eps) + penalty["lambda"] * jnp.mean(
+            schedule.sigma(t) ** 2 * est.mean(0))
+    return dsm_loss(field, schedule, x0, t, eps)
 
 
 def _dtype_of(field):

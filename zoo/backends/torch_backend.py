@@ -97,45 +97,56 @@ def jvp_vjp(field, x: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[np.ndar
     return jv.detach().numpy(), jtv.detach().numpy()
 
 
-def dsm_loss(field, schedule: Schedule, x0, t, eps) -> torch.Tensor:
-    """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
+def _xt(schedule: Schedule, x0, t, eps):
     shape = (-1,) + (1,) * (x0.ndim - 1)
-    a, s = schedule.alpha(t).reshape(shape), schedule.sigma(t).reshape(shape)
-    xt = a * x0 + s * eps
-    r = s * field.score(xt, t) + eps
+    return schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
+
+
+def _dsm(schedule: Schedule, s, t, eps) -> torch.Tensor:
+    """E ||sigma_t s + eps||^2 of scores s at x_t."""
+    r = schedule.sigma(t).reshape((-1,) + (1,) * (eps.ndim - 1)) * s + eps
     return (r**2).flatten(1).sum(1).mean()
 
 
-def qc_penalty(field, schedule: Schedule, x0, t, eps, probes) -> torch.Tensor:
-    """E_t sigma_t^2 (tr(J J^T) - tr(J^2)) at x_t, J = ds/dx (Chao et al. 2023, QCSBM).
+def dsm_loss(field, schedule: Schedule, x0, t, eps) -> torch.Tensor:
+    """Denoising score matching E ||sigma_t s(x_t, t) + eps||^2, x_t = alpha_t x_0 + sigma_t eps."""
+    return _dsm(schedule, field.score(_xt(schedule, x0, t, eps), t), t, eps)
 
-    Hutchinson with Rademacher probes v: tr(J J^T) - tr(J^2) = E_v[u . (u - w)], u = J^T v (one
-    VJP), w = J v (one JVP); never the full Jacobian. probes: [P, B, *shape].
+
+def score_and_qc(field, x, t, probes) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s(x, t) [B, *shape], Hutchinson estimates of tr(J J^T) - tr(J^2) [P, B]) from one
+    forward pass, differentiable in the field's parameters.
+
+    Per probe v: u = J^T v and z = J^T u, two VJPs through the same graph; u.u - v.z =
+    v^T J J^T v - v^T J^T J^T v, whose expectations are tr(J J^T) and tr(J^2) (v.z = u.(J v), so
+    no JVP, and no second forward pass, is needed). The training loss takes its DSM term from
+    the same s: a qc step costs one forward, two VJPs and their backward.
     """
-    shape = (-1,) + (1,) * (x0.ndim - 1)
-    xt = schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
-    return (schedule.sigma(t) ** 2 * qc_estimates(field, xt, t, probes).mean(0)).mean()
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        s = field.score(x, t)
+        out = []
+        for v in probes:
+            (u,) = torch.autograd.grad(s, x, grad_outputs=v, create_graph=True)
+            (z,) = torch.autograd.grad(s, x, grad_outputs=u, create_graph=True)
+            out.append((u * u - v * z).flatten(1).sum(1))
+    return s, torch.stack(out)
 
 
 def qc_estimates(field, x, t, probes) -> torch.Tensor:
     """Hutchinson estimates of tr(J J^T) - tr(J^2) at each x, one per probe: [P, B]."""
-    f = lambda y: field.score(y, t)
-    _, vjp = torch.func.vjp(f, x)
-    out = []
-    for v in probes:
-        _, w = torch.func.jvp(f, (x,), (v,))
-        (u,) = vjp(v)
-        out.append((u * (u - w)).flatten(1).sum(1))
-    return torch.stack(out)
+    return score_and_qc(field, x, t, probes)[1]
 
 
 def objective(field, schedule: Schedule, batch: dict, penalty: dict | None) -> torch.Tensor:
-    """The training loss: DSM, plus lambda * qc_penalty for fields whose penalty is "qc"."""
-    loss = dsm_loss(field, schedule, batch["x0"], batch["t"], batch["eps"])
+    """The training loss: DSM, plus lambda * the qc penalty for fields whose penalty is "qc"
+    (its scores at x_t are the DSM term's: one forward pass for both)."""
+    x0, t, eps = batch["x0"], batch["t"], batch["eps"]
     if penalty and penalty["kind"] == "qc":
-        loss = loss + penalty["lambda"] * qc_penalty(field, schedule, batch["x0"], batch["t"],
-                                                     batch["eps"], batch["probes"])
-    return loss
+        s, est = score_and_qc(field, _xt(schedule, x0, t, eps), t, batch["probes"])
+        return _dsm(schedule, s, t, eps) + penalty["lambda"] * (
+            schedule.sigma(t) ** 2 * est.mean(0)).mean()
+    return dsm_loss(field, schedule, x0, t, eps)
 
 
 def loss_and_grads(field, schedule: Schedule, batch: dict, penalty: dict | None = None):
@@ -171,10 +182,13 @@ class Trainer:
         """
         # numpy -> the device once per step; nothing comes back but the two guard scalars
         batch = {k: _t(v, self.dtype).to(self.device, non_blocking=True) for k, v in batch.items()}
-        self.opt.zero_grad(set_to_none=True)
         loss = objective(self.field, self.schedule, batch, self.penalty)
-        loss.backward()
-        grads = [p.grad for p in self.field.parameters() if p.grad is not None]
+        # the parameters' gradients only: loss.backward() would also fill the input leaf that
+        # the energy heads and qc differentiate through (x_t.grad), work no one reads
+        params = [p for p in self.field.parameters() if p.requires_grad]
+        for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
+            p.grad = g
+        grads = [p.grad for p in params if p.grad is not None]
         self.grad_norm = (torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(g) for g in grads])) if grads else torch.zeros(()))
         self.opt.step()
