@@ -81,3 +81,10 @@ def test_builtin_suites():
         assert {k: v for k, v in j.spec.items() if k != "curve"} == {
             k: v for k, v in want.items() if k != "curve"}
     assert SUITES["quick"]["options"] == SUITES["standard"]["options"]
+    img = resolve("images")  # UNet and DiT on the images, the MLP on the latents, nothing crossed
+    assert {(j.data, j.arch.rpartition("-")[2]) for j in img} == {
+        (d, b) for d in ("digits", "digits-gmm") for b in ("unet", "dit")} | {
+        ("latent-digits", "mlp")}
+    assert len(img) == (2 * 2 + 1) * 6 * (3 + 1)  # 3 torch seeds and a JAX twin of seed 0
+    assert {(j.data, j.spec["train"]["steps"], j.spec["train"]["batch"]) for j in img} == {
+        ("digits", 6000, 64), ("digits-gmm", 6000, 64), ("latent-digits", 30000, 128)}
