@@ -481,13 +481,15 @@ def curve_cmd(run, n, seed, repeats, quiet) -> None:
 @click.option("--suite", "suite_name", default="quick", show_default=True,
               help="quick (free, energy, energysq on gmm8 at 30000 steps + a torch twin, ~12 min), "
               "standard (every MLP field, all 2-D datasets + gmm-d, 3 seeds, 30000 steps), "
-              "images (every UNet and DiT field on digits and digits-gmm, 3 torch seeds + a JAX "
-              "twin, 6000 steps), or a suite of --suite-file.")
+              "images (every UNet and DiT field on digits and digits-gmm, 6000 steps, and every "
+              "MLP field on latent-digits, 30000 steps; 3 torch seeds + a JAX twin), or a suite "
+              "of --suite-file.")
 @click.option("--suite-file", type=click.Path(dir_okay=False),
               help="TOML file of extra suites ([NAME] tables: fields, datasets, seeds, backends, "
               "[NAME.train] steps/batch/lr/t_sampling, [NAME.options.BACKBONE] field options (e.g. "
               "[NAME.options.unet] channels = 64), [NAME.eval] n/repeats, [NAME.nll] n, "
-              "[NAME.check] n_points/n_loops).")
+              "[NAME.check] n_points/n_loops; dataset_fields = {DATA = [patterns]} limits a "
+              "dataset to some fields, [NAME.dataset_train.DATA] its own train settings).")
 @click.option("--seeds", type=POSITIVE_INT, help="Seeds 0..N-1 [default: the suite's].")
 @click.option("--backends", "backend_list", help="Comma-separated [default: the suite's].")
 @click.option("--jobs", type=POSITIVE_INT,
