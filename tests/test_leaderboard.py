@@ -17,6 +17,7 @@ from conftest import run
 from zoo import checkpoint
 from zoo.leaderboard import build, collect, read_run, write_leaderboard
 from zoo.leaderboard.curves import plateau
+from zoo.registry import ZooError
 
 # (data, arch) -> per jax seed: (log rho or None, NLL, MMD). The torch twin of seed s is seed s's
 # JAX result plus TWIN (identical training, float rounding apart).
@@ -293,7 +294,7 @@ def test_header_is_true(board, tmp_path):
     assert "mean ± std over 20 real-vs-real draws" in md
     assert "(gmm8)" in md and "Without a closed form (moons)" in md
     assert ("**Cost.** From `train-mlp.json` (`zoo bench train`, 2025-01-02 03:04 UTC): "
-            "batch 512 on gmm8, 7 interleaved rounds of 20 steps") in md
+            "*-mlp at batch 512 on gmm8, 7 interleaved rounds of 20 steps") in md
     assert "machine Test CPU 9000 (2 logical CPUs, torch threads 1, Linux)" in md
     cost = _section(md, "Cost")
     assert "| field | ms/step jax | ×free jax | ms/step torch | ×free torch |" in cost
@@ -409,8 +410,8 @@ def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
     assert "**Cost.** From `train.json`" in md and "batch 16 on gmm8" in md
     assert "| free-mlp | – | – | " not in md and "| free-mlp | " in _section(md, "Cost")
     # the runs were trained at width 128 and batch 512: the header says the bench differs
-    assert "Note: the bench's settings differ from the runs': the runs used batch 512" in md
-    assert "free-mlp ran with depth=3, width=128 (bench: depth=1, width=8)" in md
+    assert "Note: the bench's settings differ from the runs': " in md
+    assert "free-mlp ran with depth=3, width=128, batch 512 (bench: depth=1, width=8, batch 16)" in md
     code, _, _ = run(["leaderboard", "--runs", str(tmp_path / "runs"), "--out",
                       str(tmp_path / "board"), "--bench", "none", "--no-figures", "--quiet"],
                      capsys)
@@ -518,3 +519,30 @@ def test_latent_rows_stand_in_the_digits_section(tmp_path):
     assert lat.row("free-mlp").stats.get("bpd") is None
     called = [(c.data, c.arch, c.ref) for c in r["comparisons"] if c.judged["called"]]
     assert called == [("latent-digits", "energysq-mlp", "free-mlp")]
+
+
+def test_several_bench_records_and_the_flop_floor_column(tmp_path):
+    """--bench A,B: one record per backbone (each with its own options and batch) feeds one
+    cost table; a record with FLOP ratios adds the FLOP ×free column; a field timed by two
+    records is refused with one line."""
+    from zoo.leaderboard import read_bench
+
+    a = {**BENCH, "results": [{**r, "flop_ratio_to_free": 1.0 if r["field"] == "free-mlp"
+                               else 2.0} for r in BENCH["results"]]}
+    b = {**BENCH, "settings": {**BENCH["settings"], "pattern": "*-unet", "batch": 64,
+                               "data": "digits"},
+         "results": [{"field": f, "backend": "torch", "backbone": "unet", "ms_per_step": ms,
+                      "iqr_ms": 1.0, "ratio_to_free": ms / 30.0, "options": {"channels": 16}}
+                     for f, ms in (("free-unet", 30.0), ("energysq-unet", 75.0))]}
+    _write(tmp_path / "a.json", a)
+    _write(tmp_path / "b.json", b)
+    make_runs(tmp_path / "runs", jax_seeds=(0,), torch_seeds=(0,))
+    r = write_leaderboard(tmp_path / "runs", tmp_path / "board", figures=False,
+                          bench=f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}")
+    cost = _section(r["markdown"], "Cost")
+    assert "| field | ms/step jax | ×free jax | FLOP ×free jax | ms/step torch |" in cost
+    assert "| energy-mlp | 12.00 (0.50) | 1.50 | 2.00 | 30.00 (0.50) | 1.50 | 2.00 |" in cost
+    assert "| energysq-unet | – | – | – | 75.00 (1.00) | 2.50 | – |" in cost
+    assert "*-unet at batch 64 on digits" in r["markdown"]
+    with pytest.raises(ZooError, match="again"):
+        read_bench([tmp_path / "a.json", tmp_path / "a.json"], tmp_path)

@@ -548,7 +548,8 @@ def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plug
 @click.option("--out", type=click.Path(file_okay=False),
               help="Where LEADERBOARD.md, leaderboard.csv and figures/ go [default: see --suite].")
 @click.option("--bench", "bench_path", metavar="PATH",
-              help="A `zoo bench train --out` record for the cost columns, or 'none' "
+              help="`zoo bench train --out` record(s) for the cost columns, comma-separated "
+              "(e.g. one per backbone of the suite, each with its options), or 'none' "
               "[default: results/bench/train-mlp.json when it exists, else no cost columns].")
 @click.option("--suite-file", type=click.Path(dir_okay=False),
               help="TOML file defining the suite (to count the runs it defines).")

@@ -41,7 +41,8 @@ def write_leaderboard(runs_root: str | Path, out: str | Path, figures: bool = Tr
                       bench: str | Path | None = None, suite_file: str | Path | None = None) -> dict:
     """Collect, compare and write LEADERBOARD.md, leaderboard.csv (and figures/) under ``out``.
 
-    ``bench``: a ``zoo bench train --out`` record for the cost columns (None: no cost columns).
+    ``bench``: ``zoo bench train --out`` record(s) for the cost columns: a path, several joined
+    by commas, or a list (None: no cost columns).
     ``suite_file``: a TOML suite file, for the number of runs a suite defined there has.
     """
     runs_root = Path(runs_root)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.leaderboard.collect import Run
@@ -20,18 +20,17 @@ from zoo.registry import ZooError
 
 @dataclass
 class Bench:
-    path: str  # as printed: relative to the leaderboard's directory
-    record: dict
-    cost: dict  # (field, backend) -> {"ms", "iqr", "ratio"}
+    path: str  # as printed (relative to the working directory); several joined by ", "
+    record: dict  # the first record (its machine)
+    cost: dict  # (field, backend) -> {"ms", "iqr", "ratio", "floor", "options", "batch", "data"}
+    records: list = field(default_factory=list)  # (path, record) of every record read
 
 
 def _num(x) -> float | None:
     return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
 
 
-def read_bench(path: str | Path, out_dir: str | Path) -> Bench:
-    """The bench record at ``path``; ZooError (one line) when missing or malformed."""
-    path = Path(path)
+def _read_one(path: Path) -> tuple[str, dict, dict]:
     try:
         rec = json.loads(path.read_text())
     except FileNotFoundError:
@@ -50,14 +49,34 @@ def read_bench(path: str | Path, out_dir: str | Path) -> Bench:
                 raise ValueError("ms_per_step")
             cost[(str(r["field"]), str(r["backend"]))] = {
                 "ms": ms, "iqr": _num(r.get("iqr_ms")), "ratio": _num(r.get("ratio_to_free")),
-                "options": r.get("options")}
+                "floor": _num(r.get("flop_ratio_to_free")), "options": r.get("options"),
+                "batch": s["batch"], "data": s["data"]}
         if not isinstance(m, dict) or not cost:
             raise ValueError("machine/results")
     except (KeyError, TypeError, ValueError) as e:
         raise ZooError(f"{path}: not a `zoo bench train` record (bad or missing {e})") from None
     # named as from the working directory (the repository), so the text does not depend on --out
     rel = os.path.relpath(path.resolve(), Path.cwd().resolve())
-    return Bench(path.name if rel.startswith("..") else rel, rec, cost)
+    return (path.name if rel.startswith("..") else rel), rec, cost
+
+
+def read_bench(path: str | Path | list, out_dir: str | Path) -> Bench:
+    """The bench record(s) at ``path``: one path, a comma-separated string of paths or a list
+    (e.g. one record per backbone of a suite: each times its fields with their own options,
+    batch and data); ZooError (one line) when one is missing or malformed, or two time the
+    same field and backend."""
+    paths = path if isinstance(path, list | tuple) else (
+        [p.strip() for p in path.split(",") if p.strip()] if isinstance(path, str) else [path])
+    records, cost = [], {}
+    for p in paths:
+        name, rec, c = _read_one(Path(p))
+        twice = sorted(set(c) & set(cost))
+        if twice:
+            raise ZooError(f"{p}: times {twice[0][0]} ({twice[0][1]}) again; give each field "
+                           "and backend one record")
+        records.append((name, rec))
+        cost.update(c)
+    return Bench(", ".join(n for n, _ in records), records[0][1], cost, records)
 
 
 def _machine(rec: dict) -> str:
@@ -71,39 +90,49 @@ def _machine(rec: dict) -> str:
     return f"{cpu} ({', '.join(b for b in bits if b)})" + (f"; {vers}" if vers else "")
 
 
+def _settings(path: str, rec: dict) -> str:
+    s = rec["settings"]
+    opts = s.get("options") or {}
+    otxt = (", field options " + ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
+            if opts else "")
+    return (f"`{path}` (`zoo bench train`, {rec.get('date', 'undated')}): {s.get('pattern', '')} "
+            f"at batch {s['batch']} on {s['data']}, {s['rounds']} interleaved rounds of "
+            f"{s['steps']} steps{otxt}, device {s.get('device', 'cpu')}").replace(":  at", ": at")
+
+
 def header_line(b: Bench | None) -> str:
     if b is None:
         return ("**Cost.** No bench record given, so no cost columns (the sweep's own timings "
                 "are taken with workers side by side and are not costs): make one with `zoo "
                 "bench train --out results/bench/train-mlp.json`.")
-    s = b.record["settings"]
-    opts = s.get("options") or {}
-    otxt = (", field options " + ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
-            if opts else "")
-    date = b.record.get("date", "undated")
-    return (f"**Cost.** From `{b.path}` (`zoo bench train`, {date}): batch {s['batch']} on "
-            f"{s['data']}, {s['rounds']} interleaved rounds of {s['steps']} steps{otxt}, "
-            f"device {s.get('device', 'cpu')}; machine {_machine(b.record)}. ms/step: median "
-            "over rounds (IQR); ×free: ratio to free-<backbone> on the same backend.")
+    machines = {_machine(rec) for _, rec in b.records}
+    floor = any(c["floor"] is not None for c in b.cost.values())
+    return ("**Cost.** From " + "; ".join(_settings(p, rec) for p, rec in b.records)
+            + f"; machine {' / '.join(sorted(machines))}. ms/step: median over rounds (IQR); "
+            "×free: ratio to free-<backbone> on the same backend"
+            + ("; FLOP ×free: the same ratio of the FLOPs one step takes (its arithmetic "
+               "floor), so ×free / FLOP ×free near 1 means the head costs what its arithmetic "
+               "does" if floor else "") + ".")
 
 
 def mismatch_line(b: Bench, runs: list[Run]) -> str | None:
     """A note when the bench timed other settings than the runs were trained with."""
     notes = []
-    batches = sorted({r.batch for r in runs if r.batch})
-    if batches and batches != [b.record["settings"]["batch"]]:
-        notes.append(f"the runs used batch {', '.join(map(str, batches))}")
     seen = set()
     for r in sorted(runs, key=lambda r: (r.arch, r.backend, r.seed)):
         c = b.cost.get((r.arch, r.backend))
-        if c is None or not isinstance(c["options"], dict) or not r.options or r.arch in seen:
+        if c is None or r.arch in seen:
             continue
-        diff = sorted(k for k in r.options if c["options"].get(k) != r.options[k])
-        if diff:
+        diff = sorted(k for k in (r.options or {}) if isinstance(c["options"], dict)
+                      and c["options"].get(k) != r.options[k])
+        if diff or (r.batch and r.batch != c["batch"]):
             seen.add(r.arch)
-            notes.append(f"{r.arch} ran with " + ", ".join(f"{k}={r.options[k]}" for k in diff)
-                         + " (bench: " + ", ".join(f"{k}={c['options'].get(k)}" for k in diff)
-                         + ")")
+            bits = [f"{k}={r.options[k]}" for k in diff]
+            bench = [f"{k}={c['options'].get(k)}" for k in diff]
+            if r.batch and r.batch != c["batch"]:
+                bits.append(f"batch {r.batch}")
+                bench.append(f"batch {c['batch']}")
+            notes.append(f"{r.arch} ran with {', '.join(bits)} (bench: {', '.join(bench)})")
     return ("Note: the bench's settings differ from the runs': " + "; ".join(notes) + ".") \
         if notes else None
 
@@ -112,17 +141,21 @@ def cost_lines(b: Bench | None, archs: list[str]) -> list[str]:
     if b is None:
         return []
     bks = sorted({bk for _, bk in b.cost})
-    head = ["field", *(f"{t} {bk}" for bk in bks for t in ("ms/step", "×free"))]
+    floor = any(c["floor"] is not None for c in b.cost.values())
+    titles = ("ms/step", "×free", "FLOP ×free") if floor else ("ms/step", "×free")
+    head = ["field", *(f"{t} {bk}" for bk in bks for t in titles)]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arch in sorted(set(archs) | {a for a, _ in b.cost}):
         cells = [arch]
         for bk in bks:
             c = b.cost.get((arch, bk))
             if c is None:
-                cells += ["–", "–"]
+                cells += ["–"] * len(titles)
                 continue
             iqr = f" ({c['iqr']:.2f})" if c["iqr"] is not None else ""
             cells += [f"{c['ms']:.2f}{iqr}", f"{c['ratio']:.2f}" if c["ratio"] else "–"]
+            if floor:
+                cells.append(f"{c['floor']:.2f}" if c["floor"] else "–")
         out.append("| " + " | ".join(cells) + " |")
     return out
 
