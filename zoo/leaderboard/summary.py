@@ -139,7 +139,30 @@ def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison]) -> list
                    if ns == [1] else "")
             out.append(f"- **{name}**: no difference from {mine[0].ref} beyond both the seed "
                        f"spread and 2 floor std on {titles} for {', '.join(quiet)}{one}.")
+    for ds in datasets.values():
+        out += _memorising(ds)
     return out
+
+
+def _memorising(ds: Dataset) -> list[str]:
+    """A line naming the fields whose ODE samples copy training images: memorised share above
+    its floor by more than 2 floor std. FD cannot see copying (copies of real images score like
+    real images), so a field that memorises must not pass for a good one on FD alone."""
+    fl = ds.floors.get("memo_ode")
+    if not fl or fl[0] is None or not fl[1]:
+        return []
+    limit = fl[0] + K_FLOOR * fl[1]
+    hits = [r for r in ds.rows if "memo_ode" in r.stats and r.stats["memo_ode"][0] > limit]
+    if not hits:
+        return []
+    fmt = COLUMNS["memo_ode"].fmt
+    return [f"- **{ds.name}**: memorisation, which FD cannot see (copies of training images "
+            f"score like real ones): the ODE samples of "
+            + ", ".join(f"{r.arch} ({_ms(r.stats['memo_ode'], fmt, len(r.seeds))}, "
+                        f"{len(r.seeds)} {r.backend} seed{'s' if len(r.seeds) > 1 else ''})"
+                        for r in hits)
+            + f" lie nearer a training image than 95% of held-out images do, against a floor of "
+            f"{fl[0]:{fmt}} ± {fl[1]:{fmt}}: more than 2 floor std above it."]
 
 
 def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
