@@ -495,7 +495,7 @@ def test_image_datasets_get_the_classifier_columns_and_fd_verdict(tmp_path):
     # energysq-unet copies (memorised 0.30 against a floor of 0.05 +- 0.018): said in words,
     # since FD cannot see copying; free-unet (0.05) is not named
     memo = next(line for line in summary.splitlines() if "memorisation" in line)
-    assert "energysq-unet (0.300 ± 0.000, 3 torch seeds)" in memo and "free-unet" not in memo
+    assert "0.300 ± 0.000 for energysq-unet (3 torch seeds)" in memo and "free-unet" not in memo
     csv_head = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()[0]
     assert ",fd_ode_mean," in csv_head and ",logpt_ode_mean," not in csv_head
 

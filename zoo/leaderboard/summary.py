@@ -157,12 +157,13 @@ def _memorising(ds: Dataset) -> list[str]:
         return []
     fmt = COLUMNS["memo_ode"].fmt
     return [f"- **{ds.name}**: memorisation, which FD cannot see (copies of training images "
-            f"score like real ones): the ODE samples of "
-            + ", ".join(f"{r.arch} ({_ms(r.stats['memo_ode'], fmt, len(r.seeds))}, "
-                        f"{len(r.seeds)} {r.backend} seed{'s' if len(r.seeds) > 1 else ''})"
+            f"score like real ones): the share of ODE samples nearer a training image than 95% "
+            f"of held-out images are is "
+            + ", ".join(f"{_ms(r.stats['memo_ode'], fmt, len(r.seeds))} for {r.arch} "
+                        f"({len(r.seeds)} {r.backend} seed{'s' if len(r.seeds) > 1 else ''})"
                         for r in hits)
-            + f" lie nearer a training image than 95% of held-out images do, against a floor of "
-            f"{fl[0]:{fmt}} ± {fl[1]:{fmt}}: more than 2 floor std above it."]
+            + f", against a floor of {fl[0]:{fmt}} ± {fl[1]:{fmt}}: more than 2 floor std "
+            f"above it."]
 
 
 def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
