@@ -1,13 +1,15 @@
 """FLOPs of a training step (zoo.flops) against hand counts from the layer sizes, and the FLOP
-and GEMM columns of `zoo bench train`'s record."""
+and GEMM columns of `zoo bench train`'s record; `zoo bench check` (its row-loop Jacobian against
+the vectorised one) at tiny sizes."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
-from conftest import run
+from conftest import B, build, rel, run
 
 from zoo.flops import jaxpr_product_flops, step_flops
 from zoo.train import TrainConfig, draw_batch, make_trainer
@@ -159,3 +161,98 @@ def test_bench_record_has_flops_and_gemm_rates(tmp_path, capsys):
         assert 1.5 < energy["flop_ratio_to_free"] < 3  # the double backward is counted
         assert energy["time_over_floor"] == pytest.approx(energy["ratio_to_free"]
                                                           / energy["flop_ratio_to_free"])
+
+
+# ----------------------------------------------------------------------------- bench check
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for these tiny timings: on a loaded machine its two-thread pool
+    stalls small ops by 10-100x (a 8-point step takes seconds), which tells nothing here."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("name", ["free-mlp", "helmholtz-mlp"])
+def test_loop_jacobian_equals_the_vectorised_one(name, backend, one_torch_thread):
+    """The baseline of `bench check` (one VJP per output row, in a Python loop) and the
+    vectorised Jacobian (vmapped jacrev; torch: one batched reverse pass) agree to 1e-10 in
+    float64, and with the backend's Jacobian (what zoo check runs), on a 5-D field."""
+    from zoo.bench_check import loop_jacobian, vectorised_jacobian
+
+    d, n = 5, 7
+    f = build(name, backend, dim=d, dtype="float64")
+    rng = np.random.default_rng(3)
+    x, t = rng.standard_normal((n, d)), rng.uniform(0.05, 1.0, n)
+    loop = loop_jacobian(f, backend, x, t)
+    vec = vectorised_jacobian(f, backend, x, t)
+    assert loop.shape == vec.shape == (n, d, d) and loop.dtype == vec.dtype == np.float64
+    assert rel(loop, vec) < 1e-10
+    assert rel(loop, B(backend).jacobian(f, x, t)) < 1e-10
+    assert np.abs(loop - np.swapaxes(loop, 1, 2)).max() > 1e-6  # neither field is conservative
+
+
+def _finite_positive(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v) and v > 0
+
+
+def test_bench_check_record(tmp_path, capsys, one_torch_thread):
+    """`zoo bench check --out` at tiny sizes: the table, and a record with bench train's layout
+    whose rows carry the three medians, the speed-up and the Hutchinson error."""
+    rec = tmp_path / "check.json"
+    code, out, err = run(["bench", "check", "--pattern", "free-mlp,helmholtz-*,*-unet", "--data",
+                          "gmm-d4", "--n", "8", "--probes", "4", "--rounds", "2", "--opt",
+                          "width=8", "--opt", "depth=1", "--out", str(rec)], capsys)
+    assert code == 0, err
+    assert "loop /" in out and "Hutch" in out
+    r = json.loads(rec.read_text())
+    assert r["kind"] == "zoo bench check"
+    assert set(r) >= {"date", "settings", "machine", "versions", "results", "how", "target"}
+    assert set(r["settings"]) == {"pattern", "backends", "data", "d", "n", "t", "probes",
+                                  "rounds", "dtype", "options", "seed", "device", "interleaved"}
+    by = {(x["field"], x["backend"]): x for x in r["results"]}
+    assert set(by) == {(f, b) for f in ("free-mlp", "helmholtz-mlp") for b in ("torch", "jax")}
+    for x in by.values():
+        for k in ("ms_vectorised", "ms_loop", "ms_hutchinson", "iqr_vectorised", "iqr_loop",
+                  "iqr_hutchinson", "speedup_loop_over_vectorised", "nasym_exact",
+                  "nasym_hutchinson", "nasym_se", "hutchinson_abs_error",
+                  "hutchinson_rel_error", "hutchinson_err_over_se", "jacobian_max_abs_diff",
+                  "code_uses", "probes", "d", "ms_per_round"):
+            assert k in x, k
+        for k in ("ms_vectorised", "ms_loop", "ms_hutchinson", "speedup_loop_over_vectorised",
+                  "nasym_exact", "nasym_se", "hutchinson_rel_error"):
+            assert _finite_positive(x[k]), (k, x[k])
+        assert x["speedup_loop_over_vectorised"] == pytest.approx(x["ms_loop"]
+                                                                  / x["ms_vectorised"])
+        assert all(len(v) == 2 for v in x["ms_per_round"].values())
+        assert x["d"] == 4 and x["probes"] == 4
+        assert x["nasym_exact"] == pytest.approx(x["nasym_loop"], rel=1e-4)
+        assert x["jacobian_max_abs_diff"] < 1e-3  # float32
+    assert by[("free-mlp", "jax")]["code_uses"] == "vectorised"
+    assert by[("free-mlp", "torch")]["code_uses"] == "loop"
+
+
+BAD_BENCH = [
+    ["bench", "check", "--data", "nope"],
+    ["bench", "check", "--n", "0"],
+    ["bench", "check", "--t", "99"],
+    ["bench", "check", "--probes", "-1"],
+    ["bench", "check", "--dtype", "float16"],
+    ["bench", "check", "--opt", "width"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_BENCH, ids=lambda a: " ".join(a))
+def test_bad_bench_input_is_one_line_exit_2(args, capsys, tmp_path):
+    out = tmp_path / "rec.json"
+    code, _, err = run(args + ["--out", str(out)], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], err
+    assert "Traceback" not in err and not out.exists()

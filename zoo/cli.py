@@ -738,6 +738,54 @@ def bench_sample_cmd(pattern, backend_list, n, steps, sde_steps, rounds) -> None
                  sde_steps=sde_steps)
 
 
+@bench.command("check")
+@click.option("--pattern", default="free-mlp,energysq-mlp,helmholtz-mlp", show_default=True,
+              help="Fields to time: comma-separated fnmatch patterns (e.g. '*-mlp').")
+@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
+@click.option("--data", default="gmm-d64", show_default=True,
+              help="Dataset the points come from; its dimension is the Jacobian's d.")
+@click.option("--n", "n", default=256, show_default=True, type=POSITIVE_INT,
+              help="Points x_t whose NAsym is computed.")
+@click.option("--t", "t", default=0.5, show_default=True, type=Finite(positive=True),
+              help="Diffusion time of the points (OU schedule).")
+@click.option("--probes", default=16, show_default=True, type=POSITIVE_INT,
+              help="Rademacher probes of the Hutchinson estimate (zoo check's default).")
+@click.option("--rounds", default=5, show_default=True, type=POSITIVE_INT,
+              help="Interleaved rounds; the median is reported.")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float64"]))
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A field option for every field (repeatable), e.g. --opt width=128.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Initial weights and points.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Also write a JSON record there, e.g. results/bench/check.json.")
+def bench_check_cmd(pattern, backend_list, data, n, t, probes, rounds, dtype, opts, seed,
+                    out_path) -> None:
+    """Time of the differential-constraint diagnostic (NAsym) per field and backend, on N points
+    of DATA at time T, each way measured in every round (medians):
+
+    \b
+    vectorised ms  the exact Jacobian, all d rows at once (JAX: vmapped jacrev, what zoo check
+                   runs; torch: autograd's reverse pass batched over the one-hot cotangents)
+    loop ms        the baseline: one forward, then a Python loop of d VJPs, one per output row
+                   at every point (torch: what zoo check runs)
+    loop / vect.   the vectorised Jacobian's speed-up (issue 15's target: >= 10 at d = 64 on
+                   256 points)
+    Hutch. ms      NAsym from PROBES Rademacher probes (a JVP and a VJP each)
+    NAsym exact    from the Jacobian; beside it the Hutchinson value +- its SE
+    rel. error     |Hutch. - exact| / exact
+    error / SE     the same error in units of the SE (about 1 expected); both '-' where
+                   exact < 100 eps^2 of the dtype (rounding: a conservative field)
+
+    The times include NAsym from the Jacobians (as zoo check computes it).
+    """
+    from zoo.bench_check import bench_check
+
+    bench_check(pattern, _backends(backend_list), data=data, n=n, t=t, probes=probes,
+                rounds=rounds, dtype=dtype, options=parse_options(opts), seed=seed, out=out_path)
+
+
 def _backends(text: str) -> list[str]:
     bks = [b.strip() for b in text.split(",") if b.strip()]
     bad = [b for b in bks if b not in BACKENDS]
