@@ -1,6 +1,6 @@
 """FLOPs of a training step (zoo.flops) against hand counts from the layer sizes, and the FLOP
 and GEMM columns of `zoo bench train`'s record; `zoo bench check` (its row-loop Jacobian against
-the vectorised one) at tiny sizes."""
+the vectorised one) and `zoo bench scaling` at tiny sizes."""
 
 from __future__ import annotations
 
@@ -238,7 +238,70 @@ def test_bench_check_record(tmp_path, capsys, one_torch_thread):
     assert by[("free-mlp", "torch")]["code_uses"] == "loop"
 
 
+# ----------------------------------------------------------------------------- bench scaling
+
+
+def test_bench_scaling_record_and_plot(tmp_path, capsys, one_torch_thread):
+    """`zoo bench scaling --out` at tiny sizes: both tables, the record (a row per sweep, field,
+    backend and size, with ms/step, GFLOP/s, ms per 1k examples and the growth against the
+    previous size) and the PNG beside it."""
+    rec = tmp_path / "bench" / "scaling.json"
+    code, out, err = run(["bench", "scaling", "--fields", "free-mlp", "--batches", "4,8",
+                          "--dim", "2", "--dims", "2,3", "--batch", "4", "--steps", "2",
+                          "--rounds", "2", "--opt", "width=8", "--opt", "depth=1", "--out",
+                          str(rec)], capsys)
+    assert code == 0, err
+    assert "against the batch" in out and "against d" in out and "linear" in out
+    png = rec.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = json.loads(rec.read_text())
+    assert r["kind"] == "zoo bench scaling" and r["plot"] == "scaling.png"
+    assert set(r["settings"]) == {"fields", "backends", "batches", "dims", "dim", "batch",
+                                  "data", "steps", "rounds", "options", "device", "interleaved"}
+    assert {"superlinear", "superlinear_threshold", "flops_counted"} <= set(r)
+    rows = {(x["sweep"], x["backend"], x["batch"], x["d"]): x for x in r["results"]}
+    assert set(rows) == {(s, b, *p) for b in ("torch", "jax")
+                         for s, pts in (("batch", [(4, 2), (8, 2)]), ("d", [(4, 2), (4, 3)]))
+                         for p in pts}
+    for x in rows.values():
+        for k in ("ms_per_step", "gflops", "ms_per_1k_examples"):
+            assert _finite_positive(x[k]), (k, x[k])
+        assert x["flops"] > 0 and x["data"] == f"gmm-d{x['d']}"
+        assert x["ms_per_1k_examples"] == pytest.approx(x["ms_per_step"] / x["batch"] * 1000)
+        assert x["gflops"] == pytest.approx(x["flops"] / x["ms_per_step"] / 1e6)
+        first = (x["batch"] if x["sweep"] == "batch" else x["d"]) in (4, 2)
+        assert (x["time_ratio"] is None) == first
+    for b in ("torch", "jax"):  # the point in both sweeps is measured once
+        assert rows[("batch", b, 4, 2)]["ms_per_round"] == rows[("d", b, 4, 2)]["ms_per_round"]
+        grow = rows[("batch", b, 8, 2)]
+        assert grow["size_ratio"] == 2 and grow["time_ratio"] == pytest.approx(
+            grow["ms_per_step"] / rows[("batch", b, 4, 2)]["ms_per_step"])
+
+
+def test_superlinear_flag():
+    """A time ratio above 1.2 x the size ratio between consecutive sizes is flagged."""
+    from zoo.bench_scaling import _result, flag_lines
+
+    def case(ms):
+        return {"times": [ms / 1e3] * 3, "counted": {"flops": 1e6, "dot_flops": 1e6},
+                "data": "gmm-d2", "options": {}}
+
+    a = _result(case(1.0), "batch", "free-mlp", "torch", 64, 2, None)
+    ok = _result(case(4.7), "batch", "free-mlp", "torch", 256, 2, a)
+    bad = _result(case(4.9), "batch", "free-mlp", "torch", 256, 2, a)
+    assert not a["superlinear"] and not ok["superlinear"] and bad["superlinear"]
+    assert bad["size_ratio"] == 4 and bad["time_ratio"] == pytest.approx(4.9)
+    assert "64 -> 256" in flag_lines([bad])[0] and "no growth" in flag_lines([])[0]
+
+
 BAD_BENCH = [
+    ["bench", "scaling", "--batches", "0"],
+    ["bench", "scaling", "--batches", "64,x"],
+    ["bench", "scaling", "--dims", ""],
+    ["bench", "scaling", "--dims", "2,9999"],
+    ["bench", "scaling", "--fields", "nope-mlp", "--batches", "4", "--dims", "2"],
+    ["bench", "scaling", "--steps", "0"],
+    ["bench", "scaling", "--backends", "mxnet"],
     ["bench", "check", "--data", "nope"],
     ["bench", "check", "--n", "0"],
     ["bench", "check", "--t", "99"],

@@ -786,6 +786,61 @@ def bench_check_cmd(pattern, backend_list, data, n, t, probes, rounds, dtype, op
                 rounds=rounds, dtype=dtype, options=parse_options(opts), seed=seed, out=out_path)
 
 
+def _int_list(name: str, text: str) -> list[int]:
+    """"64,256" -> [64, 256]; ZooError on anything but positive integers."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ZooError(f"--{name} takes comma-separated positive integers, got {text!r}") from None
+    if not vals or min(vals) <= 0:
+        raise ZooError(f"--{name} takes comma-separated positive integers, got {text!r}")
+    return vals
+
+
+@bench.command("scaling")
+@click.option("--fields", "field_list", default="free-mlp,energysq-mlp,helmholtz-mlp",
+              show_default=True, help="Comma-separated fields (trainable, on points).")
+@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
+@click.option("--batches", default="64,256,1024,4096", show_default=True,
+              help="Batches of the first sweep, at d = --dim.")
+@click.option("--dim", default=64, show_default=True, type=POSITIVE_INT,
+              help="d of the batch sweep (data gmm-dN).")
+@click.option("--dims", default="2,16,64,256", show_default=True,
+              help="d of the second sweep (data gmm-dN), at --batch.")
+@click.option("--batch", default=256, show_default=True, type=POSITIVE_INT,
+              help="Batch of the d sweep.")
+@click.option("--steps", default=3, show_default=True, type=POSITIVE_INT,
+              help="Steps per timed block.")
+@click.option("--rounds", default=5, show_default=True, type=POSITIVE_INT,
+              help="Interleaved rounds; the median block is reported.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A field option for every field (repeatable), e.g. --opt width=128.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Also write a JSON record there and the plot beside it (same name, .png), "
+              "e.g. results/bench/scaling.json and scaling.png.")
+def bench_scaling_cmd(field_list, backend_list, batches, dim, dims, batch, steps, rounds, opts,
+                      out_path) -> None:
+    """Training-step time against the batch (at d = DIM) and against d (gmm-dN, at BATCH),
+    every case's blocks of steps interleaved (medians), with the FLOPs of one step:
+
+    \b
+    ms/step      median block time / steps (IQR beside it)
+    MFLOP/step   one step's FLOPs (torch: matrix products; JAX: XLA's count of every op)
+    GFLOP/s      FLOPs / ms/step
+    ms per 1k    ms/step / batch x 1000: flat where the step is linear in the batch
+    time x       time ratio to the previous size (size ratio in brackets); 'superlinear'
+                 when above 1.2 x the size ratio, also listed below the tables
+
+    The plot (with --out) draws ms/step against both, log-log, one line per field and backend.
+    """
+    from zoo.bench_scaling import bench_scaling
+
+    fields = [f.strip() for f in field_list.split(",") if f.strip()]
+    bench_scaling(fields, _backends(backend_list), batches=_int_list("batches", batches),
+                  dims=_int_list("dims", dims), dim=dim, batch=batch, steps=steps,
+                  rounds=rounds, options=parse_options(opts), out=out_path)
+
+
 def _backends(text: str) -> list[str]:
     bks = [b.strip() for b in text.split(",") if b.strip()]
     bad = [b for b in bks if b not in BACKENDS]
