@@ -122,6 +122,21 @@ def peak_rss(arch: str, backend: str, *, data: str, batch: int, options: dict,
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def report_setup(show: bool, out, example: str, width: int | None = None):
+    """(rich Console, out Path or None) of a benchmark: quiet unless ``show``, ``width`` columns
+    at least when writing to a log rather than a terminal; ZooError when ``out`` is a directory
+    (``example``: a file name to suggest)."""
+    from rich.console import Console
+
+    console = Console(quiet=not show)
+    if width and not console.is_terminal:
+        console.width = max(console.width, width)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.is_dir():
+        raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. {example})")
+    return console, out_path
+
+
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
                 rounds: int, options: dict | None = None, out: str | Path | None = None,
                 show: bool = True, gemm_size: int = 1024) -> list[dict]:
@@ -140,14 +155,8 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     dot_flop_ratio_to_free, time_over_floor (ratio_to_free / flop_ratio_to_free), gflops
     (flops / median step time), gemm_fraction (gflops / the GEMM's rate on that backend).
     """
-    from rich.console import Console
 
-    console = Console(quiet=not show)
-    if not console.is_terminal:  # a log file: room for the ten columns rather than 80
-        console.width = max(console.width, 120)
-    out_path = Path(out) if out is not None else None
-    if out_path is not None and out_path.is_dir():
-        raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. train-mlp.json)")
+    console, out_path = report_setup(show, out, "train-mlp.json", 120)  # 120: ten columns
     cases = []
     for info in entries(pattern):
         if info.trainable and info.backend in backends:
@@ -280,15 +289,11 @@ def bench_memory(pattern: str, backends: list[str], *, batch: int, data: str, st
     table with each field's ratio to the free field on the same backbone and backend; ``out``
     writes a JSON record like ``bench_train``'s. Returns one dict per (field, backend): field,
     backend, backbone, options, built_mib, peak_mib, ratio_to_free."""
-    from rich.console import Console
     from rich.table import Table
 
     from zoo.registry import resolve_options
 
-    console = Console(quiet=not show)
-    out_path = Path(out) if out is not None else None
-    if out_path is not None and out_path.is_dir():
-        raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. memory.json)")
+    console, out_path = report_setup(show, out, "memory.json")
     infos = [i for i in entries(pattern) if i.trainable and i.backend in backends]
     if not infos:
         console.print(f"no trainable field matches {pattern!r}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo import backends
-from zoo.bench import _quartiles, _write_record
+from zoo.bench import _quartiles, _write_record, report_setup
 from zoo.registry import ZooError, entries, resolve_options
 
 TARGET = {"loop_over_vectorised": 10.0, "d": 64, "n": 256}  # issue 15
@@ -157,18 +157,12 @@ def bench_check(patterns: str, backend_list: list[str], *, data: str = "gmm-d64"
     hutchinson_rel_error and hutchinson_err_over_se (None when the exact NAsym is rounding: below
     ``rounding_floor(dtype)``, as a conservative field's is).
     """
-    from rich.console import Console
 
     from zoo.api import create, make_schedule
     from zoo.data import get_dataset
     from zoo.diagnostics import nasym_exact, nasym_stochastic
 
-    console = Console(quiet=not show)
-    if not console.is_terminal:
-        console.width = max(console.width, 150)
-    out_path = Path(out) if out is not None else None
-    if out_path is not None and out_path.is_dir():
-        raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. check.json)")
+    console, out_path = report_setup(show, out, "check.json", 150)
     if dtype not in ("float32", "float64"):
         raise ZooError(f"dtype must be float32 or float64, got {dtype!r}")
     for name, v in (("n", n), ("probes", probes), ("rounds", rounds)):

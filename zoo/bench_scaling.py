@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from zoo import flops as fl
-from zoo.bench import _quartiles, _sync, _write_record
+from zoo.bench import _quartiles, _sync, _write_record, report_setup
 from zoo.registry import ZooError
 from zoo.train import TrainConfig, draw_batch, make_trainer
 
@@ -44,14 +44,8 @@ def bench_scaling(fields: list[str], backend_list: list[str], *, batches=(64, 25
     dot_flops (one step, as zoo.flops counts them), gflops, ms_per_1k_examples, and against the
     previous size of the sweep (None for the first): size_ratio, time_ratio, superlinear.
     """
-    from rich.console import Console
 
-    console = Console(quiet=not show)
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
-    out_path = Path(out) if out is not None else None
-    if out_path is not None and out_path.is_dir():
-        raise ZooError(f"--out {out_path}: is a directory (give a file name, e.g. scaling.json)")
+    console, out_path = report_setup(show, out, "scaling.json", 120)
     batches, dims = _sizes("batches", batches), _sizes("dims", dims)
     for name, v in (("dim", dim), ("batch", batch), ("steps", steps), ("rounds", rounds)):
         if not isinstance(v, int) or v <= 0:
