@@ -118,14 +118,29 @@ def tweedie(fn: Callable, schedule: Schedule, x: torch.Tensor, t: float):
     return (x + schedule.sigma(tt)[:, None] ** 2 * fn(x, tt)) / schedule.alpha(tt)[:, None]
 
 
+class NFEBudgetExceeded(RuntimeError):
+    """An adaptive solve that needed more field evaluations than its budget allowed.
+
+    t: where it had got to; x_max: the largest |x| among the paths then (a path escaping to
+    large |x| is the usual cause: the field's extrapolation pushes it further out)."""
+
+    def __init__(self, nfe: int, t: float, x_max: float):
+        super().__init__(f"gave up after {nfe} field evaluations at t = {t:.4g} (max |x| {x_max:.3g})")
+        self.nfe, self.t, self.x_max = nfe, t, x_max
+
+
 def log_likelihood(fn, schedule: Schedule, x0: torch.Tensor, *, probes: torch.Tensor | None = None,
-                   method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5):
+                   method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
+                   max_nfe: int | None = None):
     """log rho_{t_min}(x0) under the field's probability-flow ODE (instantaneous change of variables).
 
     Integrates x from t_min to T with d/dt log p(x(t), t) = -div v, v = -1/2 beta (x + s), and
     scores x(T) under the prior N(0, I):  log p(x0) = log N(x(T)) + int div v dt.
     probes: None for the exact divergence, or [B, D] Rademacher/Gaussian vectors (Hutchinson,
-    held fixed along each path, so the estimate is unbiased). Returns (log p [B], nfe).
+    held fixed along each path, so the estimate is unbiased). max_nfe: raise NFEBudgetExceeded
+    past that many field evaluations (one stiff path shrinks the steps of the whole batch, so a
+    field that sends held-out points off to infinity would otherwise run for hours).
+    Returns (log p [B], x(T) [B, D], nfe).
     """
     if method not in ODE_ADAPTIVE:
         raise ValueError(f"likelihoods use an adaptive method: {', '.join(ODE_ADAPTIVE)}")
@@ -135,6 +150,8 @@ def log_likelihood(fn, schedule: Schedule, x0: torch.Tensor, *, probes: torch.Te
     def f(t, state):
         x, _ = state
         nfe[0] += 1
+        if max_nfe is not None and nfe[0] > max_nfe:
+            raise NFEBudgetExceeded(max_nfe, float(t), float(x.norm(dim=1).max()))
         s, div = fn.score_and_div(x, t.expand(B), probes)
         b = schedule.beta(t)
         return -0.5 * b * (x + s), -0.5 * b * (D + div)
@@ -144,4 +161,4 @@ def log_likelihood(fn, schedule: Schedule, x0: torch.Tensor, *, probes: torch.Te
                                 rtol=rtol, atol=atol)
     xT = xs[-1]
     prior = -0.5 * (xT**2).sum(1) - 0.5 * D * math.log(2 * math.pi)
-    return prior + dl[-1], nfe[0]
+    return prior + dl[-1], xT, nfe[0]

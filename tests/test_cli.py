@@ -128,6 +128,12 @@ def test_sample_and_nll_write_their_files(tiny_run, capsys):
     assert code == 0 and "exact density" in out
     r = json.loads((tiny_run / "nll.json").read_text())
     assert np.isfinite(r["nll_nats"]) and r["estimator"] == "exact"
+    assert r["escaped"] == 0 and r["max_nfe"] == 2000 and "diverged" not in r
+    # a budget the solve cannot meet: nll.json records where it stopped, with no NLL
+    code, out, _ = run(["nll", str(tiny_run), "--n", "10", "--max-nfe", "5"], capsys)
+    assert code == 0 and "NLL not measured" in out
+    r = json.loads((tiny_run / "nll.json").read_text())
+    assert r["nll_nats"] is None and r["nfe"] == 5 and 0 < r["diverged"]["t_reached"] < 5
 
 
 def test_eval_writes_eval_json(tiny_run, capsys):

@@ -107,11 +107,32 @@ def test_ode_likelihood_matches_closed_form(data, backend):
     x0 = ds.sample(np.random.default_rng(3), 64)
     f = zoo.create("exact", backend, data=data)
     fn = TorchFieldFn(f, (ds.dim,)) if backend == "torch" else JaxFieldFn(f, (ds.dim,))
-    logp, _ = te.log_likelihood(fn, SCHED, torch.as_tensor(x0), rtol=1e-7, atol=1e-7)
+    logp, _, _ = te.log_likelihood(fn, SCHED, torch.as_tensor(x0), rtol=1e-7, atol=1e-7)
     ref = zoo.create("exact", "torch", data=data).log_density(
         torch.as_tensor(x0), torch.full((64,), SCHED.t_min, dtype=torch.float64))
     per_dim = (logp - ref).abs().max().item() / ds.dim
     assert per_dim < 0.01, per_dim
+
+
+def test_likelihood_gives_up_on_an_escaping_field():
+    """s = -(1 + lam) x sends every path outward at rate beta lam / 2 (stiff for large lam):
+    the solve stops at its NFE budget and says where, rather than shrinking steps for hours;
+    the exact score of a standard Gaussian (s = -x) keeps x(T) ~ N(0, I) in a few evaluations."""
+
+    class Linear:
+        def __init__(self, k):
+            self.k = k
+
+        def score_and_div(self, x, t, probes):
+            return -self.k * x, torch.full((x.shape[0],), -self.k * x.shape[1], dtype=x.dtype)
+
+    x0 = torch.as_tensor(np.random.default_rng(0).standard_normal((16, 4)))
+    with pytest.raises(te.NFEBudgetExceeded) as e:
+        te.log_likelihood(Linear(1e4), SCHED, x0, max_nfe=60)
+    assert e.value.nfe == 60 and SCHED.t_min < e.value.t < SCHED.T and e.value.x_max > 10
+    logp, xT, nfe = te.log_likelihood(Linear(1.0), SCHED, x0, max_nfe=60)
+    ref = -0.5 * (x0**2).sum(1) - 2 * np.log(2 * np.pi)
+    assert torch.allclose(xT, x0) and torch.allclose(logp, ref, atol=1e-9) and nfe <= 60
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
@@ -121,9 +142,9 @@ def test_hutchinson_likelihood_agrees_with_exact_trace(backend):
     x0 = torch.as_tensor(ds.sample(g, 256))
     f = zoo.create("exact", backend, data="gmm-d")
     fn = TorchFieldFn(f, (16,)) if backend == "torch" else JaxFieldFn(f, (16,))
-    exact, _ = te.log_likelihood(fn, SCHED, x0, rtol=1e-6, atol=1e-6)
+    exact, _, _ = te.log_likelihood(fn, SCHED, x0, rtol=1e-6, atol=1e-6)
     probes = torch.as_tensor(2.0 * g.integers(0, 2, size=x0.shape) - 1.0)
-    hutch, _ = te.log_likelihood(fn, SCHED, x0, probes=probes, rtol=1e-6, atol=1e-6)
+    hutch, _, _ = te.log_likelihood(fn, SCHED, x0, probes=probes, rtol=1e-6, atol=1e-6)
     d = (hutch - exact).numpy()
     se = d.std() / np.sqrt(len(d))
     assert abs(d.mean()) < 3 * se, (d.mean(), se)

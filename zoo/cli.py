@@ -309,14 +309,21 @@ def np_load(path):
                    "d = 64, Hutchinson on images).")
 @click.option("--rtol", default=1e-5, show_default=True, type=Finite(positive=True))
 @click.option("--atol", default=1e-5, show_default=True, type=Finite(positive=True))
-def nll(run, n, seed, estimator, rtol, atol) -> None:
+@click.option("--max-nfe", default=2000, show_default=True, type=POSITIVE_INT,
+              help="Give up past this many field evaluations (nll.json then says `diverged`).")
+def nll(run, n, seed, estimator, rtol, atol, max_nfe) -> None:
     """Negative log-likelihood of held-out data under RUN's probability-flow ODE (nll.json)."""
     from zoo.sampling import nll_run
 
-    r = nll_run(run, n=n, seed=seed, estimator=estimator, rtol=rtol, atol=atol)
+    r = nll_run(run, n=n, seed=seed, estimator=estimator, rtol=rtol, atol=atol, max_nfe=max_nfe)
+    if r.get("diverged"):
+        click.echo(f"NLL not measured: the solve {r['diverged']['reason']}; a path escapes to "
+                   "large |x| (nll.json records it)")
+        return
     ref = f" (exact density: {r['exact_nll_nats']:.4f})" if "exact_nll_nats" in r else ""
+    esc = f"; {r['escaped']} of {r['n']} paths escaped the prior" if r["escaped"] else ""
     click.echo(f"NLL {r['nll_nats']:.4f} +- {r['se']:.4f} nats{ref}, "
-               f"{r['bits_per_dim']:.4f} bits/dim, NFE {r['nfe']}")
+               f"{r['bits_per_dim']:.4f} bits/dim, NFE {r['nfe']}{esc}")
 
 
 @cli.command()

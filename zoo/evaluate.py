@@ -562,5 +562,6 @@ def format_table(result: dict) -> Table:
     if "nll" in result:
         nll = result["nll"]
         ref = f", exact {nll['exact_nll_nats']:.4f}" if "exact_nll_nats" in nll else ""
-        table.caption = f"NLL {nll['nll_nats']:.4f} ± {nll['se']:.4f} nats{ref}"
+        table.caption = (f"NLL not measured ({nll['diverged']['reason']})" if nll.get("diverged")
+                         else f"NLL {nll['nll_nats']:.4f} ± {nll['se']:.4f} nats{ref}")
     return table

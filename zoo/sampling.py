@@ -290,8 +290,12 @@ def tile(imgs: np.ndarray, side: int) -> np.ndarray:
     return out[..., 0] if c == 1 else (out + 1) / 2
 
 
+NLL_MAX_NFE = 2000  # 3x the most any finished run has needed (674, a latent field)
+
+
 def nll_run(run_dir: str | Path, *, n: int, seed: int = 0, estimator: str = "auto",
-            rtol: float = 1e-5, atol: float = 1e-5, ema: bool = True) -> dict:
+            rtol: float = 1e-5, atol: float = 1e-5, ema: bool = True,
+            max_nfe: int = NLL_MAX_NFE) -> dict:
     """Negative log-likelihood of held-out data under the run's probability-flow ODE.
 
     Held-out data (an image set's test split) come from the stream SeedSequence([1, seed]),
@@ -304,16 +308,25 @@ def nll_run(run_dir: str | Path, *, n: int, seed: int = 0, estimator: str = "aut
     estimator: "exact" (Jacobian trace), "hutchinson" (Rademacher), or "auto": exact for points
     up to d = 64, Hutchinson on image backbones (an exact trace there costs d backward passes of
     the network per solver step; one probe per point keeps the estimate unbiased).
+    ``escaped``: how many paths end beyond the prior's chi2_d 1 - 1e-6 quantile of |x(T)|^2, so
+    the prior scores them as (near) impossible: a field that pushes held-out points off to large
+    |x| (a memorising field does, between its training points) gives an NLL that measures that
+    escape, not the density. A solve past ``max_nfe`` field evaluations stops there and nll.json
+    says so (``diverged``, with the t reached), with no NLL: one escaping path shrinks the
+    adaptive steps of the whole batch.
     Writes nll.json (with the sha256 of the weights it measured) and returns it.
     """
     import torch
+    from scipy.stats import chi2
 
-    from solvers.torch_engine import log_likelihood
+    from solvers.torch_engine import NFEBudgetExceeded, log_likelihood
     from zoo.api import load, make_schedule
     from zoo.data import get_dataset
 
     if n <= 0:
         raise ZooError(f"n must be positive, got {n}")
+    if max_nfe <= 0:
+        raise ZooError(f"max_nfe must be positive, got {max_nfe}")
     if estimator not in ("auto", "exact", "hutchinson"):
         raise ZooError(f"estimator must be auto, exact or hutchinson, got {estimator!r}")
     field, cfg = load(run_dir, ema=ema)
@@ -336,18 +349,27 @@ def nll_run(run_dir: str | Path, *, n: int, seed: int = 0, estimator: str = "aut
                                  dtype=torch.float64 if cfg["dtype"] == "float64" else torch.float32)
     fn = field_fn(field, cfg["backend"], shape)
     t0 = time.perf_counter()
-    logp, nfe = log_likelihood(fn, schedule, torch.as_tensor(x0), probes=probes, rtol=rtol,
-                               atol=atol)
+    result = {"dequantisation": dequant, "n": n, "seed": seed, "estimator": estimator,
+              "rtol": rtol, "atol": atol, "max_nfe": max_nfe, "ema": ema,
+              "weights_sha256": cfg["sha256"][f"{'ema' if ema else 'weights'}.safetensors"]}
+    try:
+        logp, xT, nfe = log_likelihood(fn, schedule, torch.as_tensor(x0), probes=probes,
+                                       rtol=rtol, atol=atol, max_nfe=max_nfe)
+    except NFEBudgetExceeded as e:
+        result.update(nll_nats=None, se=None, bits_per_dim=None, nfe=e.nfe,
+                      wall_s=time.perf_counter() - t0,
+                      diverged={"t_reached": e.t, "x_max": e.x_max, "reason": str(e)})
+        checkpoint.write_json(Path(run_dir) / "nll.json", result)
+        return result
     logp = logp.numpy().astype(np.float64)
     nll = float(-logp.mean())
     bpd = nll / (ds.dim * math.log(2))
     if dequant is not None:
         bpd -= math.log(dequant["bin_width"]) / math.log(2)
-    result = {"nll_nats": nll, "se": float(logp.std() / math.sqrt(n)),
-              "bits_per_dim": float(bpd), "dequantisation": dequant, "n": n,
-              "seed": seed, "estimator": estimator, "nfe": nfe, "rtol": rtol, "atol": atol,
-              "wall_s": time.perf_counter() - t0, "ema": ema,
-              "weights_sha256": cfg["sha256"][f"{'ema' if ema else 'weights'}.safetensors"]}
+    r2 = (xT.double() ** 2).sum(1).numpy()
+    result.update(nll_nats=nll, se=float(logp.std() / math.sqrt(n)), bits_per_dim=float(bpd),
+                  nfe=nfe, escaped=int((r2 > chi2.isf(1e-6, ds.dim)).sum()),
+                  wall_s=time.perf_counter() - t0)
     if ds.exact is not None:  # the closed-form reference: -log rho_{t_min} of the same points
         from zoo.api import create
 

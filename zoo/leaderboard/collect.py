@@ -150,7 +150,7 @@ def read_run(run_dir: Path, root: Path | None = None) -> Run:
                 if isinstance(name, str) and name.startswith("samples-ode-") and "/" not in name:
                     r.samples = name
     nll = _read_json(run_dir / "nll.json")
-    if nll is not None:
+    if nll is not None and nll.get("nll_nats") is not None:  # None: the solve diverged ("–")
         v["nll"] = float(nll["nll_nats"])
         if nll.get("dequantisation"):  # an image set: the discrete-data bound in bits/dim
             v["bpd"] = float(nll["bits_per_dim"])
