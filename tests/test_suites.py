@@ -85,6 +85,7 @@ def test_builtin_suites():
     assert {(j.data, j.arch.rpartition("-")[2]) for j in img} == {
         (d, b) for d in ("digits", "digits-gmm") for b in ("unet", "dit")} | {
         ("latent-digits", "mlp")}
-    assert len(img) == (2 * 2 + 1) * 6 * (3 + 1)  # 3 torch seeds and a JAX twin of seed 0
+    assert len(img) == (2 * 2 + 1) * 6 * (3 + 1)  # 3 JAX seeds and a torch twin of seed 0
+    assert {(j.backend, j.seed) for j in img} == {("jax", 0), ("jax", 1), ("jax", 2), ("torch", 0)}
     assert {(j.data, j.spec["train"]["steps"], j.spec["train"]["batch"]) for j in img} == {
         ("digits", 6000, 64), ("digits-gmm", 6000, 64), ("latent-digits", 30000, 128)}
