@@ -344,6 +344,19 @@ def test_non_finite_samples_are_shown_not_averaged(tmp_path):
     assert not [c for c in r["comparisons"] if c.arch == "energy-mlp" and c.key == "logpt_ode"]
 
 
+def test_a_diverged_nll_is_no_value_and_the_run_stays_complete(tmp_path):
+    make_runs(tmp_path / "runs", jax_seeds=(0,), torch_seeds=())
+    _write(tmp_path / "runs/fake/gmm8/energy-mlp-jax-s0/nll.json", {
+        "nll_nats": None, "se": None, "bits_per_dim": None, "n": 500, "nfe": 2000,
+        "diverged": {"t_reached": 3.1, "x_max": 2.4e3, "reason": "gave up"}})
+    r = write_leaderboard(tmp_path / "runs", tmp_path / "board", figures=False)
+    assert not r["skipped"]
+    row = r["datasets"]["gmm8"].row("energy-mlp")
+    assert "nll" not in row.stats and "logpt_ode" in row.stats
+    assert r["datasets"]["gmm8"].row("free-mlp").stats["nll"]
+    assert not [c for c in r["comparisons"] if c.arch == "energy-mlp" and c.key == "nll"]
+
+
 def test_peak_rss_sees_a_step_s_activations():
     """peak_rss measures a fresh process: free-mlp at width 1024 on a batch of 32768 holds
     activations of 32768 x 1024 float32 (128 MiB) per layer and their gradients, a batch of 8
