@@ -31,12 +31,26 @@ def _check(method: str, allowed: tuple, steps: int | None, fixed: tuple) -> None
         raise ValueError(f"method {method} needs a positive number of steps")
 
 
+class NFEBudgetExceeded(RuntimeError):
+    """An adaptive solve that needed more field evaluations than its budget allowed.
+
+    t: where it had got to; x_max: the largest |x| among the paths then (a path escaping to
+    large |x| is the usual cause: the field's extrapolation pushes it further out)."""
+
+    def __init__(self, nfe: int, t: float, x_max: float):
+        super().__init__(f"gave up after {nfe} field evaluations at t = {t:.4g} (max |x| {x_max:.3g})")
+        self.nfe, self.t, self.x_max = nfe, t, x_max
+
+
 def sample_ode(fn: Callable, schedule: Schedule, x_T: torch.Tensor, *, method: str = "dopri5",
                steps: int | None = None, rtol: float = 1e-5, atol: float = 1e-5,
-               rho: float = 2.0, progress: Callable[[float], None] | None = None):
+               rho: float = 2.0, progress: Callable[[float], None] | None = None,
+               max_nfe: int | None = None):
     """Integrate dx/dt = -1/2 beta (x + s) from T to t_min (tau from 0 to 1).
 
-    x_T: [B, D]. Fixed-grid methods take ``steps`` equal tau-steps; adaptive ones use rtol/atol.
+    x_T: [B, D]. Fixed-grid methods take ``steps`` equal tau-steps; adaptive ones use rtol/atol,
+    and past ``max_nfe`` field evaluations raise NFEBudgetExceeded (a stiff path would otherwise
+    shrink the steps of the whole batch without end).
     Returns (x at t_min [B, D], number of field evaluations).
     """
     _check(method, ODE_METHODS, steps, ODE_FIXED)
@@ -44,6 +58,8 @@ def sample_ode(fn: Callable, schedule: Schedule, x_T: torch.Tensor, *, method: s
 
     def f(tau, x):
         nfe[0] += 1
+        if max_nfe is not None and nfe[0] > max_nfe:
+            raise NFEBudgetExceeded(max_nfe, float(grid.t(tau)), float(x.norm(dim=1).max()))
         if progress:
             progress(float(tau))
         s = fn(x, grid.t(tau).expand(B))
@@ -116,17 +132,6 @@ def tweedie(fn: Callable, schedule: Schedule, x: torch.Tensor, t: float):
     """E[x_0 | x_t] = (x_t + sigma_t^2 s(x_t, t)) / alpha_t (optional final denoising)."""
     tt = torch.full((x.shape[0],), t, dtype=x.dtype)
     return (x + schedule.sigma(tt)[:, None] ** 2 * fn(x, tt)) / schedule.alpha(tt)[:, None]
-
-
-class NFEBudgetExceeded(RuntimeError):
-    """An adaptive solve that needed more field evaluations than its budget allowed.
-
-    t: where it had got to; x_max: the largest |x| among the paths then (a path escaping to
-    large |x| is the usual cause: the field's extrapolation pushes it further out)."""
-
-    def __init__(self, nfe: int, t: float, x_max: float):
-        super().__init__(f"gave up after {nfe} field evaluations at t = {t:.4g} (max |x| {x_max:.3g})")
-        self.nfe, self.t, self.x_max = nfe, t, x_max
 
 
 def log_likelihood(fn, schedule: Schedule, x0: torch.Tensor, *, probes: torch.Tensor | None = None,

@@ -130,9 +130,23 @@ def test_likelihood_gives_up_on_an_escaping_field():
     with pytest.raises(te.NFEBudgetExceeded) as e:
         te.log_likelihood(Linear(1e4), SCHED, x0, max_nfe=60)
     assert e.value.nfe == 60 and SCHED.t_min < e.value.t < SCHED.T and e.value.x_max > 10
+    with pytest.raises(te.NFEBudgetExceeded):  # reverse time: as stiff, contracting
+        te.sample_ode(lambda x, t: -1e4 * x, SCHED, x0, max_nfe=60)
     logp, xT, nfe = te.log_likelihood(Linear(1.0), SCHED, x0, max_nfe=60)
     ref = -0.5 * (x0**2).sum(1) - 2 * np.log(2 * np.pi)
     assert torch.allclose(xT, x0) and torch.allclose(logp, ref, atol=1e-9) and nfe <= 60
+
+
+def test_a_stiff_ode_sample_is_one_clear_error(monkeypatch):
+    import zoo.sampling as zs
+
+    class Stiff:
+        def score(self, x, t):
+            return -1e4 * x
+
+    monkeypatch.setattr(zs, "ODE_MAX_NFE", 60)
+    with pytest.raises(zoo.ZooError, match="gave up after 60 field evaluations"):
+        zs.sample_field(Stiff(), "torch", SCHED, (2,), n=8, solver="ode")
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])

@@ -79,6 +79,9 @@ def tau_progress(desc: str, show: bool):
         bar.update(task, completed=1.0)
 
 
+ODE_MAX_NFE = 20000  # an adaptive ODE sample's budget: 30x the most a finished run has needed
+
+
 def sample_field(field, backend: str, schedule: Schedule, shape: tuple[int, ...], *, n: int,
                  seed: int = 0, solver: str = "ode", method: str | None = None,
                  steps: int | None = None, rtol: float = 1e-5, atol: float = 1e-5,
@@ -100,6 +103,8 @@ def sample_field(field, backend: str, schedule: Schedule, shape: tuple[int, ...]
     settings = {"solver": solver, "method": method, "steps": steps, "rtol": rtol, "atol": atol,
                 "engine": engine, "rho": rho, "seed": seed, "n": n, "denoise": denoise,
                 "t_min": schedule.t_min, "T": schedule.T}
+    from solvers.torch_engine import NFEBudgetExceeded
+
     t0 = time.perf_counter()
     try:
         if engine == "diffrax":
@@ -125,7 +130,8 @@ def sample_field(field, backend: str, schedule: Schedule, shape: tuple[int, ...]
             with tau_progress(f"{solver}/{method}", progress) as cb:
                 if solver == "ode":
                     x, nfe = te.sample_ode(fn, schedule, xt, method=method, steps=steps,
-                                           rtol=rtol, atol=atol, rho=rho, progress=cb)
+                                           rtol=rtol, atol=atol, rho=rho, progress=cb,
+                                           max_nfe=ODE_MAX_NFE)
                 else:
                     x, nfe = te.sample_sde(fn, schedule, xt, method=method, steps=steps,
                                            seed=seed, rho=rho, progress=cb)
@@ -134,6 +140,9 @@ def sample_field(field, backend: str, schedule: Schedule, shape: tuple[int, ...]
             x = x.numpy().reshape(n, *shape)
     except ValueError as e:
         raise ZooError(str(e)) from None
+    except NFEBudgetExceeded as e:
+        raise ZooError(f"ODE sampling ({method}) {e}: the field sends some paths off to large "
+                       "|x|; try a fixed-step method (--method rk4 --steps N)") from None
     wall = time.perf_counter() - t0
     return {"samples": np.asarray(x), "nfe": int(nfe), "wall_s": wall, "settings": settings}
 
