@@ -136,7 +136,7 @@ def tweedie(fn: Callable, schedule: Schedule, x: torch.Tensor, t: float):
 
 def log_likelihood(fn, schedule: Schedule, x0: torch.Tensor, *, probes: torch.Tensor | None = None,
                    method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-                   max_nfe: int | None = None):
+                   max_nfe: int | None = None, progress: Callable[[float], None] | None = None):
     """log rho_{t_min}(x0) under the field's probability-flow ODE (instantaneous change of variables).
 
     Integrates x from t_min to T with d/dt log p(x(t), t) = -div v, v = -1/2 beta (x + s), and
@@ -145,6 +145,7 @@ def log_likelihood(fn, schedule: Schedule, x0: torch.Tensor, *, probes: torch.Te
     held fixed along each path, so the estimate is unbiased). max_nfe: raise NFEBudgetExceeded
     past that many field evaluations (one stiff path shrinks the steps of the whole batch, so a
     field that sends held-out points off to infinity would otherwise run for hours).
+    progress: called with the share of [t_min, T] integrated so far.
     Returns (log p [B], x(T) [B, D], nfe).
     """
     if method not in ODE_ADAPTIVE:
@@ -157,6 +158,8 @@ def log_likelihood(fn, schedule: Schedule, x0: torch.Tensor, *, probes: torch.Te
         nfe[0] += 1
         if max_nfe is not None and nfe[0] > max_nfe:
             raise NFEBudgetExceeded(max_nfe, float(t), float(x.norm(dim=1).max()))
+        if progress:
+            progress((float(t) - schedule.t_min) / (schedule.T - schedule.t_min))
         s, div = fn.score_and_div(x, t.expand(B), probes)
         b = schedule.beta(t)
         return -0.5 * b * (x + s), -0.5 * b * (D + div)

@@ -315,7 +315,8 @@ def nll(run, n, seed, estimator, rtol, atol, max_nfe) -> None:
     """Negative log-likelihood of held-out data under RUN's probability-flow ODE (nll.json)."""
     from zoo.sampling import nll_run
 
-    r = nll_run(run, n=n, seed=seed, estimator=estimator, rtol=rtol, atol=atol, max_nfe=max_nfe)
+    r = nll_run(run, n=n, seed=seed, estimator=estimator, rtol=rtol, atol=atol, max_nfe=max_nfe,
+                progress=True)
     if r.get("diverged"):
         click.echo(f"NLL not measured: the solve {r['diverged']['reason']}; a path escapes to "
                    "large |x| (nll.json records it)")

@@ -304,7 +304,7 @@ NLL_MAX_NFE = 2000  # 3x the most any finished run has needed (674, a latent fie
 
 def nll_run(run_dir: str | Path, *, n: int, seed: int = 0, estimator: str = "auto",
             rtol: float = 1e-5, atol: float = 1e-5, ema: bool = True,
-            max_nfe: int = NLL_MAX_NFE) -> dict:
+            max_nfe: int = NLL_MAX_NFE, progress: bool = False) -> dict:
     """Negative log-likelihood of held-out data under the run's probability-flow ODE.
 
     Held-out data (an image set's test split) come from the stream SeedSequence([1, seed]),
@@ -362,8 +362,9 @@ def nll_run(run_dir: str | Path, *, n: int, seed: int = 0, estimator: str = "aut
               "rtol": rtol, "atol": atol, "max_nfe": max_nfe, "ema": ema,
               "weights_sha256": cfg["sha256"][f"{'ema' if ema else 'weights'}.safetensors"]}
     try:
-        logp, xT, nfe = log_likelihood(fn, schedule, torch.as_tensor(x0), probes=probes,
-                                       rtol=rtol, atol=atol, max_nfe=max_nfe)
+        with tau_progress(f"NLL ({estimator} divergence)", progress) as cb:
+            logp, xT, nfe = log_likelihood(fn, schedule, torch.as_tensor(x0), probes=probes,
+                                           rtol=rtol, atol=atol, max_nfe=max_nfe, progress=cb)
     except NFEBudgetExceeded as e:
         result.update(nll_nats=None, se=None, bits_per_dim=None, nfe=e.nfe,
                       wall_s=time.perf_counter() - t0,
