@@ -78,6 +78,21 @@ def plateau(values, tol: float) -> int:
     return i
 
 
+def still_moving(c: FieldCurve, metric: str) -> bool:
+    """Whether the mean curve of ``metric`` moves by 1 floor std or more at its last step."""
+    v = c.mean.get(metric)
+    if v is None or len(v) < 2 or not np.all(np.isfinite(v[-2:])):
+        return False
+    return plateau(v, c.floors[metric][1]) == len(v) - 1
+
+
+def unconverged(runs: list[Run], names) -> set[tuple[str, str, str]]:
+    """(data, arch, curve metric) of every field whose learning curve still moves at its last
+    step, over the datasets ``names``."""
+    return {(c.data, c.arch, m) for name in names for c in field_curves(runs, name)
+            for m in c.mean if still_moving(c, m)}
+
+
 def plateau_line(c: FieldCurve, metric: str, title: str, fmt: str) -> str:
     n = len(c.seeds)
     who = f"{c.arch} ({n} {c.backend} seed{'s' if n > 1 else ''})"

@@ -13,7 +13,7 @@ from pathlib import Path
 from zoo.leaderboard import cost as C
 from zoo.leaderboard import summary as S
 from zoo.leaderboard.collect import Run
-from zoo.leaderboard.curves import CURVE_METRIC, field_curves, plateau_line
+from zoo.leaderboard.curves import CURVE_METRIC, field_curves, plateau_line, unconverged
 from zoo.leaderboard.tables import (
     COLUMNS,
     CSV_KEYS,
@@ -172,7 +172,8 @@ def render_markdown(datasets: dict[str, Dataset], comps: list[S.Comparison], run
                     suite_file=None) -> str:
     out = header(datasets, runs, bench, suite_file)
     out += ["", "## Summary", ""]
-    out += S.summary_lines(datasets, comps) or ["- (no dataset has complete runs)"]
+    moving = unconverged(runs, datasets)
+    out += S.summary_lines(datasets, comps, moving) or ["- (no dataset has complete runs)"]
     if figures:
         out += ["", "Figures: " + ", ".join(f"[{Path(f).stem}]({f})" for f in figures)]
     if bench is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo import stats
+from zoo.leaderboard.curves import CURVE_METRIC
 from zoo.leaderboard.tables import BACKENDS_ORDER, COLUMNS, Dataset, Row
 
 K_FLOOR = 2.0  # a called difference exceeds this many floor stds
@@ -96,8 +97,9 @@ def interval_text(c: Comparison) -> str:
     return f"[{c.diff['lo']:+{fmt}}, {c.diff['hi']:+{fmt}}]"
 
 
-def line(c: Comparison) -> str:
-    """One summary line: values, difference, interval, seeds, floor, and the call."""
+def line(c: Comparison, moving: tuple[str, ...] = ()) -> str:
+    """One summary line: values, difference, interval, seeds, floor, and the call; ``moving``:
+    the compared fields whose learning curve of this metric still moves at the last step."""
     col = COLUMNS[c.key]
     fmt, n = col.fmt, len(c.seeds)
     direction = "higher" if col.better == "max" else "lower"
@@ -108,17 +110,26 @@ def line(c: Comparison) -> str:
         spread = "seed variance unknown"
         rule = (f"judged against the floor only: |d| > 2 floor std "
                 f"({K_FLOOR * c.floor_std:{fmt}})")
+    caveat = (f" Not converged: the learning curve of {' and '.join(moving)} still moves at "
+              f"the last step, so the difference may be learning speed, not what the field can "
+              f"represent." if moving else "")
     return (f"- **{c.data}**, {c.arch} vs {c.ref}, {col.title} ({direction} is better): "
             f"{_ms(c.a, fmt, n)} vs {_ms(c.b, fmt, n)}, difference {c.diff['mean']:+{fmt}}, "
-            f"{spread}, {_seeds_text(c)}; {rule}: **{c.arch} {c.word}**.")
+            f"{spread}, {_seeds_text(c)}; {rule}: **{c.arch} {c.word}**.{caveat}")
 
 
-def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison]) -> list[str]:
+def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison],
+                  moving: set[tuple[str, str, str]] = frozenset()) -> list[str]:
+    """The Summary: called differences (with a caveat where a compared field's learning curve,
+    ``moving``: (data, arch, curve metric), has not levelled off), the quiet fields, and the
+    memorising ones."""
     out = []
     for name, ds in datasets.items():
         mine = [c for c in comps if c.data == name]
         called = [c for c in mine if c.judged["called"]]
-        out += [line(c) for c in called]
+        for c in called:
+            m = CURVE_METRIC.get(c.key)
+            out.append(line(c, tuple(a for a in (c.arch, c.ref) if (name, a, m) in moving)))
         titles = ", ".join(COLUMNS[k].title for k in ds.verdict)
         if not mine:
             others = [r for r in ds.rows if ds.row(f"free-{r.backbone}") not in (None, r)]
