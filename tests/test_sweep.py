@@ -216,3 +216,12 @@ def test_collect_refuses_a_missing_directory(tmp_path):
 
     with pytest.raises(ZooError):
         collect(tmp_path / "nope")
+
+
+def test_a_worker_loads_all_its_code_when_it_starts():
+    """Lazily imported modules would be read mid-sweep from an edited tree (new beside old)."""
+    from zoo.sweep.executors import preload_code
+
+    names = set(preload_code())
+    assert {"solvers.torch_engine", "solvers.diffrax_engine", "zoo.sampling", "zoo.curves",
+            "zoo.diagnostics", "zoo.evaluate", "fields.jax.heads", "fields.torch.heads"} <= names

@@ -65,8 +65,32 @@ def worker_env(threads: int, hide_gpus: bool) -> dict[str, str]:
     return env
 
 
+def preload_code() -> list[str]:
+    """Import every module of fields, solvers and zoo now; returns their names.
+
+    A worker lives for the whole sweep, and modules imported lazily inside functions would
+    otherwise be read from the tree as it is when first needed: a source edit during a sweep
+    then gives a worker new modules beside old ones (it happened: a new solver returning three
+    values under an old caller expecting two failed a run after 4000 s of training). Loaded up
+    front, a worker runs the code of the moment it started. Optional extras (Ray) are skipped.
+    """
+    import importlib
+    import pkgutil
+
+    names = []
+    for pkg in ("fields", "solvers", "zoo"):
+        for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
+            try:
+                importlib.import_module(info.name)
+            except ImportError:
+                continue
+            names.append(info.name)
+    return names
+
+
 def _prepare_worker(threads: int, plugins: tuple[str, ...], cwd: str) -> None:
-    """Threads, working directory and plugins of a worker (idempotent: Ray reuses workers)."""
+    """Threads, working directory, plugins and code of a worker (idempotent: Ray reuses
+    workers)."""
     if os.path.isdir(cwd):  # a node of a cluster may not have the driver's directory
         os.chdir(cwd)
     import torch
@@ -74,6 +98,7 @@ def _prepare_worker(threads: int, plugins: tuple[str, ...], cwd: str) -> None:
     torch.set_num_threads(threads)
     import zoo
 
+    preload_code()
     for p in plugins:
         zoo.load_plugin(p)
 
