@@ -12,6 +12,7 @@ import pytest
 from conftest import B, build, rel, run
 
 from zoo.flops import jaxpr_product_flops, step_flops
+from zoo.registry import ZooError
 from zoo.train import TrainConfig, draw_batch, make_trainer
 
 OPTS = {"width": 16, "depth": 2}
@@ -136,12 +137,13 @@ def test_bench_record_has_flops_and_gemm_rates(tmp_path, capsys):
     rec = tmp_path / "train.json"
     code, out, err = run(["bench", "train", "--pattern", "*[ey]-mlp", "--batch", "16",
                           "--steps", "2", "--rounds", "2", "--opt", "width=8", "--opt",
-                          "depth=1", "--gemm-size", "128", "--out", str(rec)], capsys)
+                          "depth=1", "--gemm-size", "128", "--compile", "off", "--out", str(rec)],
+                         capsys)
     assert code == 0, err
     assert "floor" in out and "GEMM 128x128 float32" in out
     r = json.loads(rec.read_text())
     assert set(r["settings"]) == {"pattern", "backends", "batch", "data", "steps", "rounds",
-                                  "options", "device", "interleaved"}
+                                  "options", "device", "compile", "interleaved"}
     assert r["gemm"]["n"] == 128 and set(r["gemm"]["gflops"]) == {"torch", "jax"}
     assert all(v > 0 and math.isfinite(v) for v in r["gemm"]["gflops"].values())
     assert set(r["flops_counted"]) == {"torch", "jax"}
@@ -161,6 +163,25 @@ def test_bench_record_has_flops_and_gemm_rates(tmp_path, capsys):
         assert 1.5 < energy["flop_ratio_to_free"] < 3  # the double backward is counted
         assert energy["time_over_floor"] == pytest.approx(energy["ratio_to_free"]
                                                           / energy["flop_ratio_to_free"])
+
+
+def test_bench_compile_both_times_torch_twice_side_by_side(tmp_path, capsys):
+    """--compile both: each torch field eager and compiled, each with its own ratio to free
+    (the compiled free-mlp's); the leaderboard refuses such a record (two rows per field)."""
+    from zoo.leaderboard.cost import read_bench
+
+    rec = tmp_path / "train.json"
+    code, out, err = run(["bench", "train", "--pattern", "free-mlp", "--backends", "torch",
+                          "--batch", "16", "--steps", "2", "--rounds", "1", "--opt", "width=8",
+                          "--opt", "depth=1", "--gemm-size", "64", "--compile", "both", "--out",
+                          str(rec)], capsys)
+    assert code == 0, err
+    assert "torch compiled" in out
+    rows = json.loads(rec.read_text())["results"]
+    assert [(x["field"], x["compiled"]) for x in rows] == [("free-mlp", False), ("free-mlp", True)]
+    assert all(x["ratio_to_free"] == 1.0 for x in rows)
+    with pytest.raises(ZooError, match="twice: a `--compile both` record"):
+        read_bench(rec, tmp_path)
 
 
 # ----------------------------------------------------------------------------- bench check

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from zoo import flops as fl
 from zoo.registry import ZooError, entries
-from zoo.train import TrainConfig, draw_batch, make_trainer
+from zoo.train import COMPILE_AUTO, TrainConfig, draw_batch, make_trainer
 
 VERSIONED = ("numpy", "torch", "jax", "jaxlib", "equinox", "optax")
 
@@ -137,9 +137,12 @@ def report_setup(show: bool, out, example: str, width: int | None = None):
     return console, out_path
 
 
+COMPILE_MODES = ("auto", "on", "off", "both")
+
+
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
                 rounds: int, options: dict | None = None, out: str | Path | None = None,
-                show: bool = True, gemm_size: int = 1024) -> list[dict]:
+                show: bool = True, gemm_size: int = 1024, compile: str = "auto") -> list[dict]:
     """Time training steps of every trainable field matching ``pattern``; prints a table with each
     field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...),
     the FLOPs of one step and their ratio to free's (the floor the time ratio could reach),
@@ -147,8 +150,12 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     backend after every round.
 
     ``options``: field options for every field (e.g. {"width": 128}, as a suite's); ``out``: write
-    the JSON record there (see the module docstring). Returns one dict per (field, backend):
-    field, backend, backbone, options, ms_per_step (median block), iqr_ms, ratio_to_free (None
+    the JSON record there (see the module docstring); ``compile``: torch fields' steps as
+    a long training run takes them ("auto": zoo.train.COMPILE_AUTO), all compiled ("on"), all
+    eager ("off"), or each both ways side by side ("both"). Returns one dict per (field, backend, compiled):
+    field, backend, compiled (torch.compile'd step, JAX: jitted, so None), backbone, options,
+    ms_per_step (median block), iqr_ms, ratio_to_free (to free on the same backbone, backend and
+    compiled; None
     without a free field on that backbone and backend), ms_per_round; flops (one step, counted
     as zoo.flops says: matrix products in torch, every op in XLA), dot_flops (matrix products
     only; JAX: those of the jaxpr, before XLA's optimisations), flop_ratio_to_free,
@@ -156,19 +163,33 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     (flops / median step time), gemm_fraction (gflops / the GEMM's rate on that backend).
     """
 
+    if compile not in COMPILE_MODES:
+        raise ZooError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
     console, out_path = report_setup(show, out, "train-mlp.json", 120)  # 120: ten columns
+    modes = ["off", "on"] if compile == "both" else [compile]
     cases = []
     for info in entries(pattern):
-        if info.trainable and info.backend in backends:
+        if not (info.trainable and info.backend in backends):
+            continue
+        for mode in modes if info.backend == "torch" else ["auto"]:
+            if mode == "auto":  # as a run of a suite's length takes its steps
+                mode = "on" if info.backbone in COMPILE_AUTO else "off"
             cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, batch=batch,
-                              options=dict(options or {}))
+                              options=dict(options or {}), compile=mode)
             trainer, ds, rng = make_trainer(cfg)  # validates (and fills in) the options
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
-            counted = fl.step_flops(trainer, batches[0], info.backend)  # torch: takes a step
-            _sync(trainer.step(batches[0]))  # compile / warm up
-            cases.append({"name": info.name, "backend": info.backend, "backbone": info.backbone,
-                          "options": dict(cfg.options), "trainer": trainer,
-                          "batches": batches, "times": [], "counted": counted})
+            # torch: takes a step, eager (a compiled trainer's first step is)
+            counted = fl.step_flops(trainer, batches[0], info.backend)
+            with console.status(f"compiling {info.name}" if cfg.compiled() else "warming up"):
+                _sync(trainer.step(batches[0]))  # compile / warm up
+            compiled = cfg.compiled() if info.backend == "torch" else None
+            if compiled and trainer.compiled is None:
+                console.print(f"{info.name}: torch.compile failed, timed eager")
+                compiled = False
+            cases.append({"name": info.name, "backend": info.backend, "compiled": compiled,
+                          "backbone": info.backbone, "options": dict(cfg.options),
+                          "trainer": trainer, "batches": batches, "times": [],
+                          "counted": counted})
     if not cases:
         console.print(f"no trainable field matches {pattern!r}")
         return []
@@ -186,10 +207,9 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             for b, (run, _) in gemms.items():
                 gemm_times[b].append(fl.time_once(run))
     gemm_rate = {b: gemms[b][1] / statistics.median(ts) / 1e9 for b, ts in gemm_times.items()}
-    free = {(c["backbone"], c["backend"]): c for c in cases
-            if c["name"] == f"free-{c['backbone']}"}
-    results = [_train_result(c, free.get((c["backbone"], c["backend"])), gemm_rate[c["backend"]])
-               for c in cases]
+    key = lambda c: (c["backbone"], c["backend"], c["compiled"])
+    free = {key(c): c for c in cases if c["name"] == f"free-{c['backbone']}"}
+    results = [_train_result(c, free.get(key(c)), gemm_rate[c["backend"]]) for c in cases]
     console.print(_train_table(results, gemm_rate, gemm_size,
                                title=f"training step, batch {batch}, {data}, {rounds} rounds x "
                                f"{steps} steps"))
@@ -197,7 +217,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
         _write_record(out_path, "zoo bench train", {
             "pattern": pattern, "backends": list(backends), "batch": batch, "data": data,
             "steps": steps, "rounds": rounds, "options": dict(options or {}), "device": "cpu",
-            "interleaved": True}, results, extra={
+            "compile": compile, "interleaved": True}, results, extra={
             "gemm": {"n": gemm_size, "dtype": "float32", "flops": 2 * gemm_size**3,
                      "gflops": gemm_rate,
                      "ms": {b: [1e3 * t for t in ts] for b, ts in gemm_times.items()},
@@ -222,7 +242,8 @@ def _train_result(c: dict, free: dict | None, gemm_gflops: float) -> dict:
     extra = {k: n[k] for k in ("transcendentals",) if k in n}
     if "by_op" in n:
         extra["flops_by_op"] = n["by_op"]
-    return {"field": c["name"], "backend": c["backend"], "backbone": c["backbone"],
+    return {"field": c["name"], "backend": c["backend"], "compiled": c["compiled"],
+            "backbone": c["backbone"],
             "options": c["options"], "ms_per_step": 1e3 * med, "iqr_ms": 1e3 * (q3 - q1),
             "ratio_to_free": ratio, "ms_per_round": [1e3 * t for t in c["times"]],
             "flops": n["flops"], "dot_flops": n["dot_flops"], **extra,
@@ -243,7 +264,8 @@ def _train_table(results: list[dict], gemm_rate: dict, gemm_size: int, title: st
                  "floor\nratio", "time /\nfloor", "GFLOP/s", "of\nGEMM"):
         table.add_column(head, justify="left" if head == "backend" else "right")
     for r in results:
-        table.add_row(r["field"], r["backend"], f"{r['ms_per_step']:.2f}", f"{r['iqr_ms']:.2f}",
+        backend = r["backend"] + (" compiled" if r.get("compiled") else "")
+        table.add_row(r["field"], backend, f"{r['ms_per_step']:.2f}", f"{r['iqr_ms']:.2f}",
                       fmt(r["ratio_to_free"]), f"{r['flops'] / 1e6:.1f}",
                       fmt(r["flop_ratio_to_free"]), fmt(r["time_over_floor"]),
                       f"{r['gflops']:.2f}", fmt(r["gemm_fraction"], ".1%"))
@@ -261,6 +283,9 @@ def _train_table(results: list[dict], gemm_rate: dict, gemm_size: int, title: st
                      "(elementwise, reductions, Adam); the matrix products of the step's jaxpr "
                      f"(the record's dot_flops, torch's rule) are {'-'.join(span)} of it (over "
                      "100 %: XLA merged duplicate products).")
+    if any(r.get("compiled") for r in results):
+        notes.append("torch compiled: loss and gradients from one torch.compile'd graph "
+                     "(zoo train --compile on); the others eager.")
     notes.append("floor ratio = FLOPs / free's on the same backbone and backend; time / floor = "
                  "ratio to free / floor ratio (issue 15's target: <= 1.15).")
     table.caption = "\n".join(notes)

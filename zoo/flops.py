@@ -54,8 +54,14 @@ def torch_step_flops(trainer, batch: dict[str, np.ndarray]) -> dict:
     # energy heads take grad_x) then fails (pytorch/pytorch#131753); per-module attribution is
     # not needed here, so the counts all go to "Global" as they would without modules
     counter.mod_tracker = _GlobalOnly()
-    with counter:
-        trainer.step(batch)
+    # the eager step: dynamo does not compile under a dispatch mode such as the counter's (a
+    # compiled trainer would fall back to eager for good); the products are the same
+    compiled, trainer.compiled = getattr(trainer, "compiled", None), None
+    try:
+        with counter:
+            trainer.step(batch)
+    finally:
+        trainer.compiled = compiled
     by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
     total = int(counter.get_total_flops())
     return {"flops": total, "dot_flops": total, "by_op": by_op}

@@ -22,8 +22,11 @@ def grad_of_scalar(fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """grad_x of a per-example scalar fn(x, t): [B] with one reverse pass.
 
     Works under no_grad (sampling) and keeps the graph when the caller records one (training),
-    so parameter gradients flow through the returned score.
+    so parameter gradients flow through the returned score. Under torch.compile, which cannot
+    differentiate twice through torch.autograd.grad, the same gradient by torch.func.grad.
     """
+    if torch.compiler.is_compiling():
+        return torch.func.grad(lambda xg: fn(xg, t).sum())(x)
     keep = torch.is_grad_enabled()
     with torch.enable_grad():
         xg = x if x.requires_grad else x.detach().requires_grad_(True)
@@ -63,8 +66,13 @@ class EnergyField(nn.Module):
 def grads_of_outputs(fn, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """h = fn(x, t): [B, m] per-example scalars and their x-gradients [B, m, *shape].
 
-    One reverse pass per output (m is 1 + K, small); never a d x d Jacobian.
+    One reverse pass per output (m is 1 + K, small); never a d x d Jacobian. Under torch.compile
+    the same pullbacks by torch.func.vjp (see ``grad_of_scalar``).
     """
+    if torch.compiler.is_compiling():
+        h, pull = torch.func.vjp(lambda xg: fn(xg, t), x)
+        eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+        return h, torch.stack([pull(eye[i].expand_as(h))[0] for i in range(h.shape[1])], 1)
     keep = torch.is_grad_enabled()
     with torch.enable_grad():
         xg = x if x.requires_grad else x.detach().requires_grad_(True)

@@ -150,17 +150,18 @@ def score_and_qc(field, x, t, probes) -> tuple[jax.Array, jax.Array]:
 
     Per probe v: u = J^T v and z = J^T u, two applications of the one ``jax.vjp`` of the score;
     u.u - v.z = v^T J J^T v - v^T J^T J^T v (v.z = u.(J v): no JVP and no second forward). The
-    training loss takes its DSM term from the same s.
+    training loss takes its DSM term from the same s. The probes are unrolled, not vmapped (as in
+    fields/jax/heads.py's grads_of_outputs): a qc-mlp step (width 128, batch 512, one probe)
+    took 11.2-15.1 ms with the vmap and 8.9 ms unrolled, equal losses.
     """
 
     def one(xi, ti, vs):  # one example, all its probes
         s, vjp = jax.vjp(lambda y: field.score(y, ti), xi)
-
-        def per_probe(v):
+        out = []
+        for v in vs:  # [P, *shape]: P pullback pairs
             u = vjp(v)[0]
-            return jnp.sum(u * u) - jnp.sum(v * vjp(u)[0])
-
-        return s, jax.vmap(per_probe)(vs)
+            out.append(jnp.sum(u * u) - jnp.sum(v * vjp(u)[0]))
+        return s, jnp.stack(out)
 
     return jax.vmap(one, in_axes=(0, 0, 1), out_axes=(0, 1))(x, t, probes)
 

@@ -47,7 +47,11 @@ def _read_one(path: Path) -> tuple[str, dict, dict]:
             ms = _num(r["ms_per_step"])
             if ms is None:
                 raise ValueError("ms_per_step")
-            cost[(str(r["field"]), str(r["backend"]))] = {
+            key = (str(r["field"]), str(r["backend"]))
+            if key in cost:
+                raise ValueError(f"results ({key[0]} {key[1]} twice: a `--compile both` "
+                                 "record; time the fields as training runs them, --compile auto)")
+            cost[key] = {
                 "ms": ms, "iqr": _num(r.get("iqr_ms")), "ratio": _num(r.get("ratio_to_free")),
                 "floor": _num(r.get("flop_ratio_to_free")), "options": r.get("options"),
                 "batch": s["batch"], "data": s["data"]}
