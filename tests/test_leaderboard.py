@@ -405,12 +405,13 @@ def test_bench_record_feeds_the_cost_table(tmp_path, capsys):
     rec = tmp_path / "bench" / "train.json"
     code, out, err = run(["bench", "train", "--pattern", "[ef]*-mlp", "--backends", "torch",
                           "--batch", "16", "--steps", "2", "--rounds", "3", "--opt", "width=8",
-                          "--opt", "depth=1", "--out", str(rec)], capsys)
+                          "--opt", "depth=1", "--compile", "off", "--out", str(rec)], capsys)
     assert code == 0, err
     r = json.loads(rec.read_text())
     assert r["settings"] == {"pattern": "[ef]*-mlp", "backends": ["torch"], "batch": 16,
                              "data": "gmm8", "steps": 2, "rounds": 3, "device": "cpu",
-                             "options": {"width": 8, "depth": 1}, "interleaved": True}
+                             "options": {"width": 8, "depth": 1}, "compile": "off",
+                             "interleaved": True}
     assert set(r["machine"]) == {"cpu", "cpu_count", "torch_threads", "platform"}
     assert {"python", "numpy", "torch", "jax", "jaxlib", "equinox", "optax"} <= set(r["versions"])
     by = {x["field"]: x for x in r["results"]}

@@ -99,9 +99,13 @@ def _settings(path: str, rec: dict) -> str:
     opts = s.get("options") or {}
     otxt = (", field options " + ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
             if opts else "")
+    compiled = {r.get("compiled") for r in rec["results"] if r.get("backend") == "torch"}
+    ctxt = {frozenset({True}): ", torch steps compiled (zoo train --compile on)",
+            frozenset({False}): ", torch steps eager"}.get(frozenset(compiled), "")
     return (f"`{path}` (`zoo bench train`, {rec.get('date', 'undated')}): {s.get('pattern', '')} "
             f"at batch {s['batch']} on {s['data']}, {s['rounds']} interleaved rounds of "
-            f"{s['steps']} steps{otxt}, device {s.get('device', 'cpu')}").replace(":  at", ": at")
+            f"{s['steps']} steps{otxt}, device {s.get('device', 'cpu')}{ctxt}"
+            ).replace(":  at", ": at")
 
 
 def header_line(b: Bench | None) -> str:
