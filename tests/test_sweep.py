@@ -225,3 +225,14 @@ def test_a_worker_loads_all_its_code_when_it_starts():
     names = set(preload_code())
     assert {"solvers.torch_engine", "solvers.diffrax_engine", "zoo.sampling", "zoo.curves",
             "zoo.diagnostics", "zoo.evaluate", "fields.jax.heads", "fields.torch.heads"} <= names
+
+
+def test_a_busy_machine_gets_a_hint_before_threads_oversubscribe_it():
+    from zoo.sweep.executors import oversubscription_hint
+
+    # a second sweep of --jobs 1 beside a running one on 2 cores: 2 threads on a load of 2
+    hint = oversubscription_hint(jobs=1, threads=2, load=2.0, cores=2)
+    assert hint and "--cpus-per-run" in hint and "load 2.0 on 2 cores" in hint
+    assert oversubscription_hint(jobs=1, threads=2, load=0.1, cores=2) is None  # idle machine
+    assert oversubscription_hint(jobs=2, threads=1, load=3.0, cores=2) is None  # one thread
+    assert oversubscription_hint(jobs=2, threads=4, load=0.0, cores=16) is None

@@ -26,6 +26,7 @@ import math
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -145,6 +146,21 @@ class Executor:
         return False
 
 
+def oversubscription_hint(jobs: int, threads: int, load: float, cores: int) -> str | None:
+    """One line when ``jobs`` workers of ``threads`` threads on a machine already running
+    ``load`` (its 1-minute load average) would ask for more threads than ``cores``, else None.
+
+    Oversubscribed thread pools spin: two sweeps of --jobs 1 side by side on 2 cores ran 2
+    threads each, and a torch DiT step took 4.5 s instead of 0.13 s.
+    """
+    if threads <= 1 or load + jobs * threads <= cores + 0.5:
+        return None
+    return (f"zoo sweep: this machine is busy (load {load:.1f} on {cores} cores) and each of "
+            f"{jobs} run(s) will take {threads} threads; another sweep beside this one? Then "
+            f"give each --cpus-per-run so that their threads fit the cores (oversubscribed "
+            f"thread pools can run 10-30x slower).")
+
+
 class LocalExecutor(Executor):
     """A pool of ``jobs`` spawned processes on this machine, ``threads`` threads each."""
 
@@ -155,6 +171,10 @@ class LocalExecutor(Executor):
 
     def map(self, fn, jobs, progress):
         results = []
+        hint = oversubscription_hint(min(self.jobs, len(jobs)), int(self.threads),
+                                     os.getloadavg()[0], os.cpu_count() or 1)
+        if hint:
+            print(hint, file=sys.stderr)
         env = worker_env(self.threads, hide_gpus=self.device == "cpu")
         ctx = get_context("spawn")  # JAX and torch do not survive fork
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(jobs)), mp_context=ctx,
