@@ -168,7 +168,7 @@ def list_cmd(pattern: str, as_json: bool, plugin: tuple[str, ...]) -> None:
               type=click.Choice(["auto", "on", "off"]),
               help="Torch fields: take each step from one torch.compile'd graph (loss and "
               "gradients; the same numbers as eager to rounding, a C++ compiler needed, eager "
-              "if compiling fails). auto = MLP runs of 5000 steps or more, where it is 1.4-2.1x "
+              "if compiling fails). auto = MLP runs of 5000 steps or more, where it is 1.3-2.0x "
               "faster a step for 2-30 s of compiling; off = "
               "eager autograd. JAX steps are always jitted.")
 @click.option("--data-root", type=click.Path(file_okay=False),

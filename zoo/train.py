@@ -31,10 +31,11 @@ from zoo.registry import BACKENDS, ZooError, get_info, resolve_options
 
 RUNS_ROOT = Path("results/runs")
 # backbones whose torch runs compile under compile="auto": there torch.compile makes a step
-# 1.4x (free-mlp) to 2.1x (helmholtz-mlp) faster (width 128, batch 512, one thread) for 2-30 s
-# of compiling. A 16-channel UNet (batch 64) gained 1.1-1.25x on free-unet for 90-150 s of
-# compiling, and energysq-unet had not compiled after 10 minutes: not worth it there. And only
-# runs of COMPILE_MIN_STEPS or more: the time saved pays for the compiling about twice over.
+# 1.3x (free-mlp) to 2.0x (helmholtz-mlp, stein-mlp) faster (width 128, batch 512;
+# results/bench/train-mlp-compile.json) for 2-30 s of compiling. A 16-channel UNet (batch 64)
+# gained 1.1-1.25x on free-unet for 90-150 s of compiling, and energysq-unet had not compiled
+# after 10 minutes: not worth it there. And only runs of COMPILE_MIN_STEPS or more: the time
+# saved pays for the compiling about twice over.
 COMPILE_AUTO = ("mlp",)
 COMPILE_MIN_STEPS = 5000
 
@@ -66,7 +67,7 @@ class TrainConfig:
     device: str = "cpu"  # torch fields: "cpu" or "cuda" (JAX uses its default device)
     compile: str = "auto"  # torch fields: "on" takes each step's loss and gradients from one
     # torch.compile'd graph (the same numbers as eager to rounding), "off" runs eager autograd,
-    # "auto" compiles MLP runs of 5000 steps or more (1.4-2.1x faster per step; COMPILE_AUTO)
+    # "auto" compiles MLP runs of 5000 steps or more (1.3-2.0x faster per step; COMPILE_AUTO)
     eval_at: list = field(default_factory=list)  # steps (< steps) whose EMA weights are kept in
     # snapshots/ema-<step>.safetensors, for a learning curve (`zoo curve`); the final EMA weights
     # are the curve's last point

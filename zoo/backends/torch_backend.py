@@ -187,8 +187,9 @@ def compiled_loss_and_grads(field, schedule: Schedule, penalty: dict | None):
     The whole step is one graph: torch.func.grad_and_value over the parameters, and the heads'
     own x-derivatives as torch.func transforms inside it (``torch.compiler.is_compiling()``
     selects them in fields/torch/heads.py; torch.compile has no double backward through
-    torch.autograd.grad). On an MLP of width 128 it runs 1.4x (free) to 2.1x (helmholtz) faster
-    than eager on this CPU (``zoo bench train --compile``); the first call compiles (2-30 s).
+    torch.autograd.grad). On an MLP of width 128 it runs 1.3x (free) to 2.0x (helmholtz, stein)
+    faster than eager on this CPU (``zoo bench train --compile both``); the first call compiles
+    (2-30 s).
     """
     obj = _Objective(field, schedule, penalty)
     grad_and_value = torch.func.grad_and_value(
