@@ -144,6 +144,9 @@ def dsm_loss(field, schedule: Schedule, x0, t, eps) -> jax.Array:
     return _dsm(schedule, jax.vmap(field.score)(_xt(schedule, x0, t, eps), t), t, eps)
 
 
+UNROLL_PROBES = 8  # training draws 1 probe per example; Hutchinson checks draw thousands
+
+
 def score_and_qc(field, x, t, probes) -> tuple[jax.Array, jax.Array]:
     """(s(x, t) [B, *shape], Hutchinson estimates of tr(J J^T) - tr(J^2) [P, B]) from one
     forward pass per example.
@@ -152,16 +155,20 @@ def score_and_qc(field, x, t, probes) -> tuple[jax.Array, jax.Array]:
     u.u - v.z = v^T J J^T v - v^T J^T J^T v (v.z = u.(J v): no JVP and no second forward). The
     training loss takes its DSM term from the same s. The probes are unrolled, not vmapped (as in
     fields/jax/heads.py's grads_of_outputs): a qc-mlp step (width 128, batch 512, one probe)
-    took 11.2-15.1 ms with the vmap and 8.9 ms unrolled, equal losses.
+    took 11.2-15.1 ms with the vmap and 8.9 ms unrolled, equal losses. Beyond UNROLL_PROBES
+    probes (thousands, for a Hutchinson check) the pullbacks are vmapped again.
     """
 
     def one(xi, ti, vs):  # one example, all its probes
         s, vjp = jax.vjp(lambda y: field.score(y, ti), xi)
-        out = []
-        for v in vs:  # [P, *shape]: P pullback pairs
+
+        def per_probe(v):
             u = vjp(v)[0]
-            out.append(jnp.sum(u * u) - jnp.sum(v * vjp(u)[0]))
-        return s, jnp.stack(out)
+            return jnp.sum(u * u) - jnp.sum(v * vjp(u)[0])
+
+        if vs.shape[0] > UNROLL_PROBES:  # many probes (a diagnostic): one batched pullback
+            return s, jax.vmap(per_probe)(vs)
+        return s, jnp.stack([per_probe(v) for v in vs])
 
     return jax.vmap(one, in_axes=(0, 0, 1), out_axes=(0, 1))(x, t, probes)
 
