@@ -193,8 +193,9 @@ def test_qc_loss_with_one_forward_equals_the_jvp_arrangement(backend, rng):
         import jax.numpy as jnp
 
         jb = {k: jnp.asarray(v) for k, v in batch.items()}
-        ref_loss, g = eqx.filter_value_and_grad(lambda m: _qc_loss_reference(
-            backend, m, schedule, jb["x0"], jb["t"], jb["eps"], jb["probes"], 0.7))(f)
+        # jitted: op by op, the JVP-of-VJP graph takes seconds to dispatch
+        ref_loss, g = eqx.filter_jit(eqx.filter_value_and_grad(lambda m: _qc_loss_reference(
+            backend, m, schedule, jb["x0"], jb["t"], jb["eps"], jb["probes"], 0.7)))(f)
         ref_loss, ref_grads = float(ref_loss), b.named_params(g)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     assert set(grads) == set(ref_grads)

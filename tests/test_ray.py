@@ -146,6 +146,7 @@ def test_ray_gives_the_local_engines_runs_and_leaderboard(local_ray, suite_file,
     assert code == 0 and "0 run(s) done, 2 skipped" in out
 
 
+@pytest.mark.slow  # 29 s; resuming to bitwise the same weights is tests/test_reliability.py's
 def test_killed_worker_is_retried_and_resumes_to_the_same_weights(local_ray, suite_file, tmp_path):
     """SIGKILL the Ray worker of a run just after its first training checkpoint: Ray runs the
     task again, training continues from that checkpoint, and the weights and every logged loss

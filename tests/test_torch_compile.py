@@ -30,8 +30,20 @@ def _trainer(name: str, compile: str):
     return cfg, trainer, ds, rng
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_compiled_step_has_eager_loss_and_gradients_float64(name):
+# Every head's step is traced by torch.compile and run through "aot_eager" (graph capture and the
+# torch.func decomposition, executed eagerly); inductor's generated C++ kernels (what training
+# runs) are checked on energy-mlp and helmholtz-mlp, one head per x-derivative path of
+# fields/torch/heads.py (grad_of_scalar, grads_of_outputs), and on the others under -m slow:
+# a cold inductor compile of each head costs 7-24 s here
+INDUCTOR_DEFAULT = {"energy-mlp", "helmholtz-mlp"}
+CASES = [(n, "aot_eager") for n in NAMES] + [
+    pytest.param(n, "inductor", marks=() if n in INDUCTOR_DEFAULT else pytest.mark.slow)
+    for n in NAMES]
+
+
+@pytest.mark.parametrize("name,backend", CASES)
+def test_compiled_step_has_eager_loss_and_gradients_float64(name, backend, monkeypatch):
+    monkeypatch.setattr(tb, "COMPILE_BACKEND", backend)
     cfg, trainer, ds, rng = _trainer(name, "on")
     trainer.step(draw_batch(rng, ds, cfg))  # eager: finds the unused parameters
     batch = draw_batch(rng, ds, cfg)

@@ -20,7 +20,9 @@ def rel_score_error(field, exact, backend, t, n=4000):
 
 
 def test_free_mlp_learns_gmm8_in_2000_steps():
-    cfg = TrainConfig(arch="free-mlp", backend="torch", data="gmm8", steps=2000, log_every=100)
+    # width 128, as the suites train it (the default 256 costs 4x the arithmetic per step)
+    cfg = TrainConfig(arch="free-mlp", backend="torch", data="gmm8", steps=2000, log_every=100,
+                      options={"width": 128})
     init = make_trainer(cfg)[0].field
     losses = []
     trainer = fit(cfg, on_log=lambda step, loss, rate: losses.append(loss))
