@@ -571,3 +571,28 @@ def test_several_bench_records_and_the_flop_floor_column(tmp_path):
     assert "*-unet at batch 64 on digits" in r["markdown"]
     with pytest.raises(ZooError, match="again"):
         read_bench([tmp_path / "a.json", tmp_path / "a.json"], tmp_path)
+
+
+def test_quiet_fields_are_named_beside_their_own_free_field():
+    """digits pairs *-unet with free-unet and *-dit with free-dit: a field that differs from
+    neither is listed against its own backbone's free field (a dataset-wide line once named the
+    first comparison's reference for every field)."""
+    from types import SimpleNamespace
+
+    from zoo.leaderboard.summary import Comparison, summary_lines
+
+    def comp(arch, ref):
+        return Comparison(data="digits", arch=arch, ref=ref, key="fd_ode", backend="torch",
+                          seeds=[0], a=(7.0, 0.0), b=(6.7, 0.0), diff={"mean": 0.3},
+                          floor_std=1.45, judged={"called": False})
+
+    ds = SimpleNamespace(name="digits", verdict=["fd_ode"], rows=[], floors={})
+    lines = summary_lines({"digits": ds}, [comp("energysq-dit", "free-dit"),
+                                           comp("stein-unet", "free-unet"),
+                                           comp("energysq-unet", "free-unet")])
+    one = " (one seed: seed variance unknown, judged against the floor only)."
+    assert lines == [
+        "- **digits**: no difference from free-dit beyond both the seed spread and 2 floor std on "
+        "FD ODE for energysq-dit" + one,
+        "- **digits**: no difference from free-unet beyond both the seed spread and 2 floor std "
+        "on FD ODE for energysq-unet, stein-unet" + one]

@@ -143,12 +143,15 @@ def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison],
                 why = f"no field shares a complete seed with its free field on {titles}"
             out.append(f"- **{name}**: {why}.")
             continue
-        quiet = sorted({c.arch for c in mine} - {c.arch for c in called})
-        if quiet:
+        # one line per reference: a dataset with two backbones pairs each with its own free field
+        for ref in sorted({c.ref for c in mine}):
+            quiet = sorted({c.arch for c in mine if c.ref == ref} - {c.arch for c in called})
+            if not quiet:
+                continue
             ns = sorted({len(c.seeds) for c in mine if c.arch in quiet})
             one = (" (one seed: seed variance unknown, judged against the floor only)"
                    if ns == [1] else "")
-            out.append(f"- **{name}**: no difference from {mine[0].ref} beyond both the seed "
+            out.append(f"- **{name}**: no difference from {ref} beyond both the seed "
                        f"spread and 2 floor std on {titles} for {', '.join(quiet)}{one}.")
     for ds in datasets.values():
         out += _memorising(ds)
