@@ -48,7 +48,25 @@ def test_dataset_fields_and_dataset_train(tmp_path):
             for j in js} == {("gmm8", 100, ()), ("moons", 400, (200,))}
 
 
+def test_backbone_train_between_suite_and_dataset(tmp_path):
+    """A backbone's train settings override the suite's, and a dataset's override both."""
+    f = tmp_path / "s.toml"
+    f.write_text('[s]\nfields = ["free-unet", "free-dit", "free-mlp"]\n'
+                 'datasets = ["digits", "latent-digits"]\nbackends = ["torch"]\n'
+                 '[s.train]\nsteps = 100\nbatch = 32\n'
+                 '[s.backbone_train.dit]\nsteps = 400\neval_at = [200]\n'
+                 '[s.backbone_train.mlp]\nsteps = 300\nbatch = 16\n'
+                 '[s.dataset_train.latent-digits]\nsteps = 500\n')
+    got = {(j.data, j.arch, j.spec["train"]["steps"], j.spec["train"]["batch"],
+            tuple(j.spec["train"]["eval_at"])) for j in resolve("s", suite_file=f, root=tmp_path)}
+    assert got == {("digits", "free-unet", 100, 32, ()), ("digits", "free-dit", 400, 32, (200,)),
+                   ("digits", "free-mlp", 300, 16, ()), ("latent-digits", "free-mlp", 500, 16, ())}
+
+
 @pytest.mark.parametrize("extra, why", [
+    ("[s.backbone_train.dit]\nsteps = 10", "backbone_train names dit"),
+    ("[s.backbone_train.mlp]\nsteps = 0", "backbone_train.mlp"),
+    ('backbone_train = {mlp = 3}', "backbone_train must map"),
     ('dataset_fields = {rings = ["free-*"]}', "dataset_fields"),
     ('dataset_fields = {moons = "free-mlp"}', "dataset_fields"),
     ("[s.dataset_train.moons]\nsteps = -1", "dataset_train.moons"),

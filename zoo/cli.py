@@ -505,7 +505,8 @@ def curve_cmd(run, n, seed, repeats, quiet) -> None:
               "[NAME.train] steps/batch/lr/t_sampling, [NAME.options.BACKBONE] field options (e.g. "
               "[NAME.options.unet] channels = 64), [NAME.eval] n/repeats, [NAME.nll] n, "
               "[NAME.check] n_points/n_loops; dataset_fields = {DATA = [patterns]} limits a "
-              "dataset to some fields, [NAME.dataset_train.DATA] its own train settings).")
+              "dataset to some fields, [NAME.backbone_train.BACKBONE] and "
+              "[NAME.dataset_train.DATA] their own train settings, the dataset's winning).")
 @click.option("--seeds", type=POSITIVE_INT, help="Seeds 0..N-1 [default: the suite's].")
 @click.option("--backends", "backend_list", help="Comma-separated [default: the suite's].")
 @click.option("--jobs", type=POSITIVE_INT,

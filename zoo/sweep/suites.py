@@ -101,8 +101,12 @@ SUITES: dict[str, dict] = {
 # ["*-mlp"]}: the flat latents get the MLP fields, the images the UNet and DiT ones)
 # "dataset_train": train settings of one dataset over the suite's ({"latent-digits": {"steps":
 # 20000}}: a small MLP on 16 numbers needs more, cheaper steps than a UNet on images)
+# "backbone_train": train settings of one backbone over the suite's ({"dit": {"steps": 30000}}:
+# a transformer learns digits more slowly per step than a UNet). A run's train settings are the
+# suite's, then its backbone's, then its dataset's: the more specific table wins.
 SUITE_KEYS = {"description", "fields", "datasets", "seeds", "backends", "options",
-              "seeds_per_backend", "backend_fields", "dataset_fields", "dataset_train", *_STAGES}
+              "seeds_per_backend", "backend_fields", "dataset_fields", "dataset_train",
+              "backbone_train", *_STAGES}
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -240,16 +244,42 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
             d in s["datasets"] and isinstance(v, dict) for d, v in per_train.items())):
         raise ZooError(f"suite {name!r}: dataset_train must map datasets of the suite to tables "
                        f"of train settings, got {per_train!r}")
-    spec = _stage_spec(name, s)
-    data_spec = {d: _stage_spec(name, {**s, "train": {**s.get("train", {}), **t}},
-                                f"dataset_train.{d}") for d, t in per_train.items()}
+    per_backbone = s.get("backbone_train", {})
+    if not (isinstance(per_backbone, dict) and all(
+            isinstance(v, dict) for v in per_backbone.values())):
+        raise ZooError(f"suite {name!r}: backbone_train must map backbones to tables of train "
+                       f"settings, got {per_backbone!r}")
+    specs: dict[tuple, dict] = {}
+
+    def stage_spec(data: str, backbone: str) -> dict:
+        """The stage settings of a run: suite, then backbone, then dataset train settings."""
+        key = (data if data in per_train else None,
+               backbone if backbone in per_backbone else None)
+        if key not in specs:
+            where = " and ".join([f"backbone_train.{key[1]}"] * (key[1] is not None)
+                                 + [f"dataset_train.{key[0]}"] * (key[0] is not None))
+            train = {**s.get("train", {}), **per_backbone.get(backbone, {}),
+                     **per_train.get(data, {})}
+            specs[key] = _stage_spec(name, {**s, "train": train}, where)
+        return specs[key]
+
+    for d in per_train:  # every table checked, even one no run reaches
+        stage_spec(d, "")
+    for b in per_backbone:
+        stage_spec("", b)
     archs = []
+    backbones = set()
     for pattern in s["fields"]:
         hits = [n for n in zoo.list_fields(pattern) if any(
             i.trainable for i in zoo.entries(n) if i.name == n)]
         if not hits:
             raise ZooError(f"suite {name!r}: no trainable field matches {pattern!r}")
         archs += [h for h in hits if h not in archs]
+        backbones |= {i.backbone for h in hits for i in zoo.entries(h) if i.name == h}
+    unknown = sorted(set(per_backbone) - backbones)
+    if unknown:
+        raise ZooError(f"suite {name!r}: backbone_train names {', '.join(unknown)}, not a "
+                       f"backbone of the suite's fields ({', '.join(sorted(backbones))})")
     options = s.get("options", {})
     if not (isinstance(options, dict) and all(isinstance(v, dict) for v in options.values())):
         raise ZooError(f"suite {name!r}: options must be a table of tables, one per backbone")
@@ -274,7 +304,7 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
                         zoo.registry.resolve_options(info.options, given)
                     except ZooError as e:
                         raise ZooError(f"suite {name!r}, {arch}: {e}") from None
-                base = data_spec.get(data, spec)
+                base = stage_spec(data, info.backbone)
                 job_spec = {**base, "train": {**base["train"], "options": given}}
                 for seed in range(min(n_seeds, per_backend.get(backend, n_seeds))):
                     run_dir = Path(root) / name / data / f"{arch}-{backend}-s{seed}"
