@@ -193,3 +193,17 @@ def test_plugin_field_trains_through_the_cli(tmp_path):
     assert r.stdout.strip().splitlines()[-1] == str(out)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["arch"] == "test-gaussian" and cfg["final_loss"] < cfg["first_loss"]
+
+
+def test_zoo_keeps_xla_programs_in_its_cache(tmp_path):
+    """`zoo` points JAX's persistent compilation cache at $ZOO_CACHE_DIR/jax before JAX starts, so
+    a later run (a sweep's next seed, a resume) reuses the compiled training step."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(ZOO_CACHE_DIR=str(tmp_path / "cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    zoo_bin = Path(sys.executable).parent / "zoo"
+    cmd = [str(zoo_bin), "train", "--arch", "free-mlp", "--backend", "jax", "--steps", "2",
+           "--width", "8", "--out", str(tmp_path / "run"), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    cached = [p.name for p in (tmp_path / "cache" / "jax").iterdir()]
+    assert any(n.startswith("jit_step-") for n in cached), cached

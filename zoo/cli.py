@@ -1023,8 +1023,29 @@ def autoencoder_check(data: str, directory: str | None) -> None:
                        f"{record['test_mse']:.6g}")
 
 
+JAX_CACHE_MAX_BYTES = 2 * 2**30
+
+
+def jax_compilation_cache() -> None:
+    """Keep XLA's compiled programs on disk for every zoo command and the workers it starts.
+
+    A sweep compiles the same training step once per seed, and a resumed run compiles it again;
+    a cached executable is reused instead (a UNet step: about 30 s of compiling on this CPU).
+    The cache key is the program and the compiler options, so results are bit-for-bit those of
+    a fresh compile. Set through the environment before JAX is imported, so spawned workers
+    inherit it: ``JAX_COMPILATION_CACHE_DIR`` picks the folder (empty: no cache), default
+    ``$ZOO_CACHE_DIR/jax`` (``~/.cache/zoo/jax``, beside the noise floors' cache), least
+    recently used entries dropped beyond 2 GiB.
+    """
+    base = os.environ.get("ZOO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "zoo")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "jax"))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(JAX_CACHE_MAX_BYTES))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's own usage errors and ZooError become one line and exit code 2."""
+    jax_compilation_cache()
     try:
         rv = cli.main(args=argv, prog_name="zoo", standalone_mode=False)
     except click.exceptions.UsageError as e:
