@@ -317,11 +317,21 @@ def test_header_is_true(board, tmp_path):
     # a run made with other settings than the suite's present ones is not counted as done
     sw = tmp_path / "runs2/fake/moons/free-mlp-jax-s1/sweep.json"
     shutil.copytree(root / "runs", tmp_path / "runs2")
-    sw.write_text(json.dumps({**json.loads(sw.read_text()), "spec": {"train": {"steps": 1}}}))
+    from zoo.sweep import resolve
+
+    spec = next(j.spec for j in resolve("fake", suite_file=suite) if j.label == "moons/free-mlp-jax-s1")
+    old = {**spec, "train": {**spec["train"], "steps": 1}}
+    sw.write_text(json.dumps({**json.loads(sw.read_text()), "spec": old}))
     again = write_leaderboard(tmp_path / "runs2", tmp_path / "b", figures=False,
                               suite_file=suite)
     assert ("fake: **11 of 16 runs complete** (1 more complete with older settings than the "
             "suite's present ones, 4 not started)") in again["markdown"]
+    # and it is kept out of the table (moons' free-mlp row is jax s0 alone now), listed with
+    # what changed
+    moons = {r.arch: r for r in again["datasets"]["moons"].rows}
+    assert moons["free-mlp"].seeds == [0] and moons["energy-mlp"].seeds == [0, 1]
+    assert ("- free-mlp [jax] seed 1: stale — made with other settings than the suite's present "
+            "ones: train.steps 1 (now 3000)") in _section(again["markdown"], "moons")
 
 
 def test_killed_sweep_is_shown_as_killed(tmp_path, monkeypatch):

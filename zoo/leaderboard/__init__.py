@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo import checkpoint
-from zoo.leaderboard.collect import Run, collect, read_run
+from zoo.leaderboard.collect import Run, collect, mark_stale, read_run
 from zoo.leaderboard.cost import Bench, read_bench
 from zoo.leaderboard.report import render_csv, render_markdown
 from zoo.leaderboard.summary import Comparison, compare
@@ -33,7 +33,7 @@ from zoo.stats import mean_std
 DEFAULT_BENCH = Path("results/bench/train-mlp.json")
 
 __all__ = ["DEFAULT_BENCH", "Bench", "Comparison", "Dataset", "Row", "Run", "build", "collect",
-           "compare", "mean_std", "read_bench", "read_run", "render_csv", "render_markdown",
+           "compare", "mark_stale", "mean_std", "read_bench", "read_run", "render_csv", "render_markdown",
            "write_leaderboard"]
 
 
@@ -49,6 +49,7 @@ def write_leaderboard(runs_root: str | Path, out: str | Path, figures: bool = Tr
     runs, skipped = collect(runs_root)
     if not runs:
         raise ZooError(f"{runs_root}: no run directories found (run `zoo sweep` first)")
+    mark_stale(runs, suite_file)
     out = Path(out)
     b = read_bench(bench, out) if bench is not None else None  # checked before writing
     datasets = build(runs)

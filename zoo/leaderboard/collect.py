@@ -50,7 +50,7 @@ class Run:
     arch: str
     backend: str
     seed: int
-    status: str  # complete, failed, running, killed, incomplete
+    status: str  # complete, failed, running, killed, incomplete, stale (see mark_stale)
     reason: str | None = None
     suite: str | None = None
     commit: str | None = None
@@ -189,3 +189,37 @@ def collect(runs_root: str | Path) -> tuple[list[Run], list[str]]:
             skipped.append(f"{rel}: unreadable ({type(e).__name__}: {why})")
     runs.sort(key=lambda r: (r.data, r.arch, r.backend, r.seed, r.path))
     return runs, skipped
+
+
+def _spec_changes(old: dict, new: dict, where: str = "") -> list[str]:
+    """What differs between two stage-settings dicts, e.g. ["train.steps 6000 (now 30000)"]."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _spec_changes(a, b, f"{where}{k}.")
+        elif a != b:
+            out.append(f"{where}{k} {a} (now {b})")
+    return out
+
+
+def mark_stale(runs: list[Run], suite_file: str | Path | None = None) -> None:
+    """A complete run made with other settings than its suite's present definition is "stale":
+    kept out of the rows, comparisons and curves (a table compares like with like; a budget
+    changed after a learning curve makes the older runs another experiment), listed with what
+    changed, and redone by the next sweep. Runs of a suite not defined here stay as they are."""
+    from zoo.sweep import resolve
+
+    wants: dict[str, dict] = {}
+    for suite in sorted({r.suite for r in runs if r.suite}):
+        try:
+            jobs = resolve(suite, suite_file=suite_file, root="runs")
+        except ZooError:
+            continue
+        wants[suite] = {(j.data, j.arch, j.backend, j.seed): j.spec for j in jobs}
+    for r in runs:
+        want = wants.get(r.suite or "", {}).get((r.data, r.arch, r.backend, r.seed))
+        if r.status == "complete" and want is not None and r.spec is not None and r.spec != want:
+            r.status = "stale"
+            r.reason = ("made with other settings than the suite's present ones: "
+                        + ", ".join(_spec_changes(r.spec, want)))

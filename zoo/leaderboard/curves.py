@@ -36,7 +36,7 @@ def field_curves(runs: list[Run], data: str) -> list[FieldCurve]:
     """One curve per field of ``data`` that has curve.json files (JAX where both backends do),
     on the steps every seed has, sorted by field."""
     out = []
-    have = [r for r in runs if r.data == data and r.curve is not None]
+    have = [r for r in runs if r.data == data and r.curve is not None and r.status == "complete"]
     for arch in sorted({r.arch for r in have}):
         mine = [r for r in have if r.arch == arch]
         bks = sorted({r.backend for r in mine})

@@ -52,11 +52,11 @@ def progress_text(runs: list[Run], suite_file: str | Path | None = None) -> str:
             found = {(r.data, r.arch, r.backend, r.seed) for r in mine}
             ok = [r for r in mine if r.status == "complete"
                   and (r.data, r.arch, r.backend, r.seed) in want]
-            # made with other settings than the suite's present ones: the next sweep redoes it
-            stale = sum(r.spec is not None and r.spec != want[(r.data, r.arch, r.backend, r.seed)]
-                        for r in ok)
+            # made with other settings than the suite's present ones (collect.mark_stale): the
+            # next sweep redoes it
+            stale = sum(r.status == "stale" for r in mine)
             extra = len(found - set(want))
-            text = f"{suite}: **{len(ok) - stale} of {len(want)} runs complete**"
+            text = f"{suite}: **{len(ok)} of {len(want)} runs complete**"
             notes = [f"{n} {s}" for s, n in counts.items() if n]
             if stale:
                 notes.insert(0, f"{stale} more complete with older settings than the suite's "
@@ -223,7 +223,7 @@ def _section_tail(ds: Dataset, comps: list[S.Comparison], runs: list[Run],
                 for c in curves]
     problems = problem_lines(ds)
     if problems:
-        out += ["", "Failed or incomplete:", ""] + problems
+        out += ["", "Failed, incomplete or stale (not in the table):", ""] + problems
     return out
 
 
