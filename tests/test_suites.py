@@ -105,5 +105,7 @@ def test_builtin_suites():
         ("latent-digits", "mlp")}
     assert len(img) == (2 * 2 + 1) * 6 * (3 + 1)  # 3 JAX seeds and a torch twin of seed 0
     assert {(j.backend, j.seed) for j in img} == {("jax", 0), ("jax", 1), ("jax", 2), ("torch", 0)}
-    assert {(j.data, j.spec["train"]["steps"], j.spec["train"]["batch"]) for j in img} == {
-        ("digits", 6000, 64), ("digits-gmm", 6000, 64), ("latent-digits", 30000, 128)}
+    assert {(j.data, j.arch.rpartition("-")[2], j.spec["train"]["steps"], j.spec["train"]["batch"])
+            for j in img} == {(d, "unet", 6000, 64) for d in ("digits", "digits-gmm")} | {
+        (d, "dit", 30000, 64) for d in ("digits", "digits-gmm")} | {
+        ("latent-digits", "mlp", 30000, 128)}

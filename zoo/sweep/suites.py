@@ -63,8 +63,8 @@ SUITES: dict[str, dict] = {
         "description": "every head on the UNet and the DiT, on digits and digits-gmm, and on the "
                        "MLP in latent-digits (a digits autoencoder's 16-number latents, measured "
                        "decoded), 3 seeds in JAX (the faster backend at these sizes) and a "
-                       "torch twin of seed 0, 6000 steps (latents: 30000) with a learning curve "
-                       "in FD-digits",
+                       "torch twin of seed 0, 6000 steps (the DiT and the latents: 30000) with a "
+                       "learning curve in FD-digits",
         "fields": ["*-unet", "*-dit", "*-mlp"],
         "datasets": ["digits", "digits-gmm", "latent-digits"],
         "dataset_fields": {"digits": ["*-unet", "*-dit"], "digits-gmm": ["*-unet", "*-dit"],
@@ -83,6 +83,11 @@ SUITES: dict[str, dict] = {
         # it was still at 11.8
         "dataset_train": {"latent-digits": {"steps": 30000, "batch": 128,
                                             "eval_at": CURVE_STEPS}},
+        # the DiT learns digits more slowly per step than the UNet: free-dit (JAX, seed 0) at
+        # batch 64: FD ODE 78.1 at 4000 steps, 36.1 at 8000, 23.8 at 16000, 20.4 at 20000,
+        # 17.8 at 25000, 17.7 at 30000 (floor std 1.45), levelled off from 25000; at 6000
+        # steps the DiTs were 32-42 and falling, their pairs measured learning speed
+        "backbone_train": {"dit": {"steps": 30000, "eval_at": CURVE_STEPS}},
         "options": {"unet": {"channels": 16}, "dit": {"hidden": 64, "depth": 2}},
         # the reference is digits' whole test split (300 images); NLL on those 300 (dequantised)
         "nll": {"n": 300},
