@@ -37,6 +37,7 @@ BAD = [
     ["train"],
     ["nonsense"],
     ["bench", "train", "--backends", "mxnet"],
+    ["sweep", "--suite", "quick", "--only", "rings/*"],  # a slice with no run of the suite
     # fields, options and data with a shape
     ["train", "--arch", "free-unet"],  # an image field on 2-D points
     ["train", "--arch", "energy-dit", "--data", "gmm-d"],

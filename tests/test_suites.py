@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zoo.registry import ZooError
-from zoo.sweep.suites import SUITES, resolve
+from zoo.sweep.suites import SUITES, resolve, select
 
 SUITE = """
 [s]
@@ -109,3 +109,14 @@ def test_builtin_suites():
             for j in img} == {(d, "unet", 6000, 64) for d in ("digits", "digits-gmm")} | {
         (d, "dit", 30000, 64) for d in ("digits", "digits-gmm")} | {
         ("latent-digits", "mlp", 30000, 128)}
+
+
+def test_select_runs_a_slice_in_the_patterns_order(tmp_path):
+    js = jobs(tmp_path, "seeds_per_backend = {torch = 1}")
+    got = [j.label for j in select(js, ("moons/*-jax-s2", "gmm8/free-mlp-*", "moons/*-jax-s2"))]
+    assert got == ["moons/free-mlp-jax-s2", "moons/energy-mlp-jax-s2", "gmm8/free-mlp-jax-s0",
+                   "gmm8/free-mlp-jax-s1", "gmm8/free-mlp-jax-s2", "gmm8/free-mlp-torch-s0"]
+    assert all(j.spec == js[0].spec for j in select(js, ("*",)))  # the suite's settings
+    assert select(js) == js
+    with pytest.raises(ZooError, match="--only 'rings/\\*' matches none of the suite's 16 runs"):
+        select(js, ("rings/*",))

@@ -530,9 +530,13 @@ def curve_cmd(run, n, seed, repeats, quiet) -> None:
               help="ray: tries more for a run whose worker dies [default: 2].")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
               show_default=True, help="Where every run computes; cpu runs see no GPU.")
+@click.option("--only", multiple=True, metavar="PATTERN",
+              help="Run only the runs whose DATA/ARCH-BACKEND-sSEED label matches PATTERN "
+              "(fnmatch; repeatable, run in the patterns' order), e.g. --only "
+              "'digits/*-unet-jax-s1': a slice of the suite with its settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plugin, engine,
-              address, cpus_per_run, gpus_per_run, retries, device, quiet) -> None:
+              address, cpus_per_run, gpus_per_run, retries, device, only, quiet) -> None:
     """Train, sample (ODE and SDE), evaluate and check every run of a suite, in parallel.
 
     Runs already complete with the same settings are skipped, so a stopped sweep is started again
@@ -546,7 +550,7 @@ def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plug
     res = sweep(suite_name, suite_file=suite_file, seeds=seeds, backends=bks, jobs=jobs,
                 root=runs_root, plugins=plugin, show_progress=not quiet, engine=engine,
                 address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                retries=retries, device=device)
+                retries=retries, device=device, only=only)
     counts = {s: sum(r["status"] == s for r in res) for s in ("complete", "skipped", "failed",
                                                              "busy")}
     click.echo(f"sweep {suite_name}: {counts['complete']} run(s) done, {counts['skipped']} "

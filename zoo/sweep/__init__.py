@@ -32,11 +32,20 @@ from zoo.sweep.stages import (
     record_lost,
     run_job,
 )
-from zoo.sweep.suites import DEVICES, RUNS_ROOT, SUITE_KEYS, SUITES, Job, load_suites, resolve
+from zoo.sweep.suites import (
+    DEVICES,
+    RUNS_ROOT,
+    SUITE_KEYS,
+    SUITES,
+    Job,
+    load_suites,
+    resolve,
+    select,
+)
 
 __all__ = [
     "DEVICES", "ENGINES", "RUNS_ROOT", "SUITES", "SUITE_KEYS", "Executor", "Job", "LocalExecutor",
     "RayExecutor", "_DOWNSTREAM", "_STAGE_FN", "_SweepProgress", "_commit", "_train_stage",
     "is_complete", "load_suites", "make_executor", "read_status", "record_lost", "resolve",
-    "run_job", "sweep", "worker_env",
+    "run_job", "select", "sweep", "worker_env",
 ]

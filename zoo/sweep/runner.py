@@ -7,7 +7,7 @@ from pathlib import Path
 
 from zoo.sweep.executors import make_executor
 from zoo.sweep.stages import _commit, is_complete, run_job
-from zoo.sweep.suites import RUNS_ROOT, resolve
+from zoo.sweep.suites import RUNS_ROOT, resolve, select
 
 
 def sweep(name: str, *, suite_file=None, seeds: int | None = None,
@@ -15,8 +15,12 @@ def sweep(name: str, *, suite_file=None, seeds: int | None = None,
           root: str | Path = RUNS_ROOT, plugins: tuple[str, ...] = (),
           show_progress: bool = True, engine: str = "local", address: str | None = None,
           cpus_per_run: float | None = None, gpus_per_run: float | None = None,
-          retries: int | None = None, device: str = "cpu") -> list[dict]:
+          retries: int | None = None, device: str = "cpu",
+          only: tuple[str, ...] = ()) -> list[dict]:
     """Run every job of a suite not yet complete; returns one result per job.
+
+    ``only``: fnmatch patterns over the runs' labels (``DATA/ARCH-BACKEND-sSEED``): run just
+    those, in the patterns' order (``suites.select``).
 
     Finished runs (sweep.json complete, same settings) are skipped. Results: {"label", "status"
     (complete, skipped, failed, busy), "reason", "wall_s"}. engine "local": ``jobs`` processes
@@ -28,8 +32,8 @@ def sweep(name: str, *, suite_file=None, seeds: int | None = None,
     # Ray worker on another node) is not the driver's
     root = Path(root).absolute()
     plugin_paths = tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins)
-    todo_all = resolve(name, suite_file=suite_file, seeds=seeds, backends=backends, root=root,
-                       plugins=plugins, device=device)
+    todo_all = select(resolve(name, suite_file=suite_file, seeds=seeds, backends=backends,
+                              root=root, plugins=plugins, device=device), only)
     with make_executor(engine, root=root, jobs=jobs, address=address, cpus_per_run=cpus_per_run,
                        gpus_per_run=gpus_per_run, retries=retries, plugins=plugin_paths,
                        device=device) as executor:

@@ -318,3 +318,19 @@ def resolve(name: str, *, suite_file=None, seeds: int | None = None,
     if not jobs:
         raise ZooError(f"suite {name!r} has no runs for backends {bks}")
     return jobs
+
+
+def select(jobs: list[Job], only: tuple[str, ...] | list[str] = ()) -> list[Job]:
+    """The jobs whose label (``DATA/ARCH-BACKEND-sSEED``) matches one of the fnmatch patterns
+    ``only``, in the order of the patterns (a slice of a suite, run first; its runs keep the
+    suite's settings, so the leaderboard counts them as the suite's). No patterns: all jobs."""
+    if not only:
+        return list(jobs)
+    out: list[Job] = []
+    for p in only:
+        hits = [j for j in jobs if fnmatch.fnmatchcase(j.label, p)]
+        if not hits:
+            raise ZooError(f"--only {p!r} matches none of the suite's {len(jobs)} runs (labels "
+                           f"look like {jobs[0].label})")
+        out += [j for j in hits if j not in out]
+    return out
