@@ -85,7 +85,8 @@ def test_bad_suite_settings_are_refused(tmp_path, extra, why):
 
 def test_builtin_suites():
     std = resolve("standard")
-    assert {j.spec["train"]["steps"] for j in std} == {30000}
+    assert {(j.data, j.spec["train"]["steps"]) for j in std} == {
+        (d, 100000 if d == "checkerboard" else 30000) for d in SUITES["standard"]["datasets"]}
     assert all(j.spec["train"]["eval_at"] for j in std)  # every standard run has its curve
     assert len(std) == 6 * 6 * 3 + 6 * 6  # 3 JAX seeds and a torch twin of seed 0
     quick = resolve("quick")

@@ -496,10 +496,11 @@ def curve_cmd(run, n, seed, repeats, quiet) -> None:
 @cli.command("sweep")
 @click.option("--suite", "suite_name", default="quick", show_default=True,
               help="quick (free, energy, energysq on gmm8 at 30000 steps + a torch twin, ~12 min), "
-              "standard (every MLP field, all 2-D datasets + gmm-d, 3 seeds, 30000 steps), "
-              "images (every UNet and DiT field on digits and digits-gmm, 6000 steps (DiT: 30000), and every "
-              "MLP field on latent-digits, 30000 steps; 3 JAX seeds + a torch twin), or a suite "
-              "of --suite-file.")
+              "standard (every MLP field, all 2-D datasets + gmm-d, 3 seeds, 30000 steps; "
+              "checkerboard 100000), "
+              "images (every UNet and DiT field on digits and digits-gmm, 6000 steps (DiT: "
+              "30000), and every MLP field on latent-digits, 30000 steps; 3 JAX seeds + a torch "
+              "twin), or a suite of --suite-file.")
 @click.option("--suite-file", type=click.Path(dir_okay=False),
               help="TOML file of extra suites ([NAME] tables: fields, datasets, seeds, backends, "
               "[NAME.train] steps/batch/lr/t_sampling, [NAME.options.BACKBONE] field options (e.g. "

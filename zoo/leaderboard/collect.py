@@ -199,8 +199,15 @@ def _spec_changes(old: dict, new: dict, where: str = "") -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             out += _spec_changes(a, b, f"{where}{k}.")
         elif a != b:
-            out.append(f"{where}{k} {a} (now {b})")
+            out.append(f"{where}{k} {_short(a)} (now {_short(b)})")
     return out
+
+
+def _short(v) -> str:
+    """A setting for one line: long lists (a curve's steps) as their ends and length."""
+    if isinstance(v, list) and len(v) > 4:
+        return f"[{v[0]}, ..., {v[-1]}] ({len(v)} values)"
+    return str(v)
 
 
 def mark_stale(runs: list[Run], suite_file: str | Path | None = None) -> None:

@@ -31,6 +31,7 @@ _STAGES = {
 }
 
 CURVE_STEPS = [500, 1000, 2000, 4000, 8000, 12000, 16000, 20000, 25000]
+CHECKERBOARD_CURVE = CURVE_STEPS + [30000, 40000, 50000, 60000, 75000, 90000]
 
 SUITES: dict[str, dict] = {
     "quick": {
@@ -48,7 +49,8 @@ SUITES: dict[str, dict] = {
     },
     "standard": {
         "description": "every MLP field on all 2-D datasets and gmm-d (d = 16), 3 seeds in JAX "
-                       "and a torch twin of seed 0, 30000 steps with a learning curve",
+                       "and a torch twin of seed 0, 30000 steps (checkerboard: 100000) with a "
+                       "learning curve",
         "fields": ["*-mlp"],
         "datasets": ["gmm8", "checkerboard", "moons", "swissroll", "rings", "gmm-d"],
         "seeds": 3, "backends": ["jax", "torch"], "seeds_per_backend": {"torch": 1},
@@ -57,6 +59,12 @@ SUITES: dict[str, dict] = {
         # 0.08 nats from 12000 to 30000 (-1.867 -> -1.781): a shorter budget would measure
         # learning speed (results/LEADERBOARD.md draws every field's curve)
         "train": {"steps": 30000, "eval_at": CURVE_STEPS},
+        # the checkerboard's sharp cell edges take longer: energysq-mlp (JAX, seed 0) has trim
+        # log rho -2.417 at 30000 steps, -2.360 at 40000, -2.319 at 75000, -2.302 at 90000 and
+        # -2.301 at 100000 (floor -2.217 +- 0.007), level from 90000; free-mlp -2.806, -2.661,
+        # -2.460, -2.440, -2.402, still rising: at 30000 their gap (0.39) was mostly learning
+        # speed (results/analysis/checkerboard-budget.md)
+        "dataset_train": {"checkerboard": {"steps": 100000, "eval_at": CHECKERBOARD_CURVE}},
         "options": {"mlp": {"width": 128, "depth": 3}},
     },
     "images": {
