@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import B, build, rel, run
 
-from zoo.flops import jaxpr_product_flops, step_flops
+from zoo.flops import jaxpr_product_flops, products, step_flops
 from zoo.registry import ZooError
 from zoo.train import TrainConfig, draw_batch, make_trainer
 
@@ -102,6 +102,24 @@ def test_jax_flops_against_the_hand_count(arch):
     assert 0.95 * hand <= n["flops"] <= 1.15 * hand, n["flops"] / hand
 
 
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("arch", ["free-mlp", "energy-mlp"])
+def test_replayed_products_are_the_steps_own(arch, backend):
+    """`zoo bench train`'s "products" columns time the step's matrix products replayed alone:
+    the replay runs exactly the products of one step (its FLOPs are the hand count) on inputs of
+    their shapes, and leaves the trainer's weights alone (JAX: the step is traced, not taken;
+    torch: the recording steps are taken before the weights are read)."""
+    opts = {"width": 64, "depth": 2}
+    trainer, batch = _trainer(arch, backend, batch=64, options=opts)
+    hand = hand_count(arch, _linear_sizes(trainer), 64, leaf_input_grad=False)
+    run_products, flops = products(trainer, batch, backend)
+    assert flops == hand
+    before = trainer.params()
+    run_products()
+    after = trainer.params()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
 def test_product_counter_agrees_with_xla_on_pure_products():
     """On functions that are nothing but a grouped convolution (no padding) or a batched matrix
     product, the jaxpr count and XLA's cost analysis are the same number, the hand count
@@ -151,9 +169,11 @@ def test_bench_record_has_flops_and_gemm_rates(tmp_path, capsys):
     assert set(by) == {(f, b) for f in ("free-mlp", "energy-mlp") for b in ("torch", "jax")}
     for x in by.values():
         for k in ("ms_per_step", "iqr_ms", "ratio_to_free", "options", "flops",
-                  "flop_ratio_to_free", "gflops", "gemm_fraction", "time_over_floor"):
+                  "flop_ratio_to_free", "gflops", "gemm_fraction", "time_over_floor",
+                  "products_ms", "products_share", "products_gemm_fraction"):
             assert k in x, k
-        for k in ("flops", "flop_ratio_to_free", "gflops", "gemm_fraction", "time_over_floor"):
+        for k in ("flops", "flop_ratio_to_free", "gflops", "gemm_fraction", "time_over_floor",
+                  "products_ms", "products_share", "products_gemm_fraction"):
             assert math.isfinite(x[k]) and x[k] > 0, (k, x[k])
         assert x["gflops"] == pytest.approx(x["flops"] / x["ms_per_step"] / 1e6)
         assert x["gemm_fraction"] == pytest.approx(x["gflops"] / r["gemm"]["gflops"][x["backend"]])

@@ -165,7 +165,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
 
     if compile not in COMPILE_MODES:
         raise ZooError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
-    console, out_path = report_setup(show, out, "train-mlp.json", 120)  # 120: ten columns
+    console, out_path = report_setup(show, out, "train-mlp.json", 140)  # 140: twelve columns
     modes = ["off", "on"] if compile == "both" else [compile]
     cases = []
     for info in entries(pattern):
@@ -180,6 +180,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
             # torch: takes a step, eager (a compiled trainer's first step is)
             counted = fl.step_flops(trainer, batches[0], info.backend)
+            products = fl.products(trainer, batches[0], info.backend)  # torch: takes steps
             with console.status(f"compiling {info.name}" if cfg.compiled() else "warming up"):
                 _sync(trainer.step(batches[0]))  # compile / warm up
             compiled = cfg.compiled() if info.backend == "torch" else None
@@ -189,7 +190,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             cases.append({"name": info.name, "backend": info.backend, "compiled": compiled,
                           "backbone": info.backbone, "options": dict(cfg.options),
                           "trainer": trainer, "batches": batches, "times": [],
-                          "counted": counted})
+                          "counted": counted, "products": products, "product_times": []})
     if not cases:
         console.print(f"no trainable field matches {pattern!r}")
         return []
@@ -204,6 +205,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                     loss = c["trainer"].step(b)
                 _sync(loss)
                 c["times"].append((time.perf_counter() - t0) / steps)
+                c["product_times"].append(fl.time_once(c["products"][0]))
             for b, (run, _) in gemms.items():
                 gemm_times[b].append(fl.time_once(run))
     gemm_rate = {b: gemms[b][1] / statistics.median(ts) / 1e9 for b, ts in gemm_times.items()}
@@ -239,6 +241,7 @@ def _train_result(c: dict, free: dict | None, gemm_gflops: float) -> dict:
     ratio = med / statistics.median(free["times"]) if free else None
     flop_ratio = _ratio(n["flops"], free["counted"]["flops"]) if free else None
     gflops = n["flops"] / med / 1e9
+    prod = statistics.median(c["product_times"])
     extra = {k: n[k] for k in ("transcendentals",) if k in n}
     if "by_op" in n:
         extra["flops_by_op"] = n["by_op"]
@@ -251,7 +254,12 @@ def _train_result(c: dict, free: dict | None, gemm_gflops: float) -> dict:
             "dot_flop_ratio_to_free": (_ratio(n["dot_flops"], free["counted"]["dot_flops"])
                                        if free else None),
             "time_over_floor": _ratio(ratio, flop_ratio), "gflops": gflops,
-            "gemm_fraction": gflops / gemm_gflops}
+            "gemm_fraction": gflops / gemm_gflops,
+            # the step's own matrix products replayed alone (zoo.flops.products): their time,
+            # its share of the step, and their rate over the large GEMM's (the ceiling of
+            # gemm_fraction at these shapes)
+            "products_ms": 1e3 * prod, "products_share": prod / med,
+            "products_gemm_fraction": c["products"][1] / prod / 1e9 / gemm_gflops}
 
 
 def _train_table(results: list[dict], gemm_rate: dict, gemm_size: int, title: str):
@@ -261,17 +269,23 @@ def _train_table(results: list[dict], gemm_rate: dict, gemm_size: int, title: st
     table = Table(title=title, caption_justify="left")
     table.add_column("field", no_wrap=True)
     for head in ("backend", "ms/step\nmedian", "IQR\nms", "ratio\nto free", "MFLOP\n/step",
-                 "floor\nratio", "time /\nfloor", "GFLOP/s", "of\nGEMM"):
+                 "floor\nratio", "time /\nfloor", "GFLOP/s", "of\nGEMM", "products\nshare",
+                 "products\nof GEMM"):
         table.add_column(head, justify="left" if head == "backend" else "right")
     for r in results:
         backend = r["backend"] + (" compiled" if r.get("compiled") else "")
         table.add_row(r["field"], backend, f"{r['ms_per_step']:.2f}", f"{r['iqr_ms']:.2f}",
                       fmt(r["ratio_to_free"]), f"{r['flops'] / 1e6:.1f}",
                       fmt(r["flop_ratio_to_free"]), fmt(r["time_over_floor"]),
-                      f"{r['gflops']:.2f}", fmt(r["gemm_fraction"], ".1%"))
+                      f"{r['gflops']:.2f}", fmt(r["gemm_fraction"], ".1%"),
+                      fmt(r["products_share"], ".0%"), fmt(r["products_gemm_fraction"], ".0%"))
     rates = ", ".join(f"{b} {v:.1f}" for b, v in gemm_rate.items())
     notes = [f"GEMM {gemm_size}x{gemm_size} float32, GFLOP/s: {rates} (median, timed after "
-             "every round); 'of GEMM' = GFLOP/s / that rate."]
+             "every round); 'of GEMM' = GFLOP/s / that rate.",
+             "products: the step's own matrix products (same shapes, layouts, parameters) "
+             "replayed alone after every block: 'share' = their time / the step's, 'of GEMM' = "
+             "their rate / the large GEMM's, the most the step's 'of GEMM' can reach at these "
+             "shapes."]
     if any(r["backend"] == "torch" for r in results):
         notes.append("torch FLOPs: FlopCounterMode, matrix products only (forward, backward, "
                      "double backward).")

@@ -175,3 +175,127 @@ def time_once(run) -> float:
     t0 = time.perf_counter()
     run()
     return time.perf_counter() - t0
+
+
+# --- The step's own matrix products, replayed alone -------------------------------------------
+# A step cannot beat the time its matrix products take at the rate this machine gives *their*
+# shapes (a 512 x 128 x 128 product runs well below a 1024-square GEMM's rate). ``products(...)``
+# records the products one step runs (their shapes, strides, dtypes and parameters) and returns a
+# function that runs exactly those products again on fresh random inputs, nothing else: the
+# products' own time. step time / that time says how much of a step is anything but products
+# (elementwise ops, the optimiser, dispatch); its rate over the large GEMM's is the ceiling of the
+# step's "of GEMM" fraction.
+
+
+def torch_products(trainer, batch: dict[str, np.ndarray]):
+    """(run, flops) for the matrix products of one eager ``trainer.step(batch)`` (it takes the
+    step), recorded by a dispatch mode: every aten op torch's FlopCounterMode counts (mm, addmm,
+    bmm, convolution and its backward, attention), with their inputs' sizes, strides and dtypes.
+    ``run()`` calls each again on random tensors of the same layout."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    counted = set(flop_registry)
+    calls = []
+
+    def spec(a):
+        if isinstance(a, torch.Tensor):
+            return ("tensor", tuple(a.size()), tuple(a.stride()), a.dtype)
+        if isinstance(a, list | tuple):
+            return type(a)(spec(x) for x in a)
+        return a
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func._overloadpacket in counted:
+                calls.append((func, spec(args), spec(kwargs)))
+            return func(*args, **kwargs)
+
+    compiled, trainer.compiled = getattr(trainer, "compiled", None), None  # eager: see above
+    try:
+        with Recorder():
+            trainer.step(batch)
+        flops = torch_step_flops(trainer, batch)["flops"]  # one more step, counted
+    finally:
+        trainer.compiled = compiled
+
+    gen = torch.Generator().manual_seed(0)
+
+    def make(s):
+        if isinstance(s, tuple) and s[:1] == ("tensor",):
+            _, size, stride, dtype = s
+            t = torch.empty_strided(size, stride, dtype=dtype)
+            return t.normal_(generator=gen) if dtype.is_floating_point else t.zero_()
+        if isinstance(s, list | tuple):
+            return type(s)(make(x) for x in s)
+        return s
+
+    ready = [(f, make(a), make(k)) for f, a, k in calls]
+
+    def run():
+        with torch.no_grad():
+            for f, a, k in ready:
+                f(*a, **k)
+
+    run()
+    return run, flops
+
+
+def _product_eqns(jaxpr) -> list:
+    """The dot_general and conv_general_dilated equations of a jaxpr and its sub-jaxprs (a scan's
+    body's repeated ``length`` times; a cond's largest branch; see jaxpr_product_flops)."""
+    from jax.extend.core import jaxprs_in_params
+
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            out.append(eqn)
+        subs = [_product_eqns(getattr(j, "jaxpr", j)) for j in jaxprs_in_params(eqn.params)]
+        if not subs:
+            continue
+        if eqn.primitive.name == "while":
+            raise ValueError("a while loop in the step: its trip count is not known statically")
+        if eqn.primitive.name == "cond":
+            out += max(subs, key=lambda s: sum(_product_flops(e) for e in s))
+        elif eqn.primitive.name == "scan":
+            out += eqn.params["length"] * [e for s in subs for e in s]
+        else:
+            out += [e for s in subs for e in s]
+    return out
+
+
+def jax_products(trainer, batch: dict[str, np.ndarray]):
+    """(run, flops) for the matrix products of the JAX Trainer's jitted step on ``batch`` (not
+    taken): its jaxpr's dot_general and conv_general_dilated equations, bound again with their
+    parameters on random inputs of their shapes, in one jitted function returning every result
+    (so XLA can drop none); flops as jaxpr_product_flops counts them."""
+    import jax
+    import jax.numpy as jnp
+
+    arrays = {k: jnp.asarray(v, dtype=trainer.dtype) for k, v in batch.items()}
+    decay = jnp.asarray(0.0, dtype=trainer.dtype)
+    eqns = _product_eqns(trainer._step.trace(trainer.state, arrays, decay).jaxpr.jaxpr)
+    rng = np.random.default_rng(0)
+    inputs = [[jnp.asarray(rng.standard_normal(v.aval.shape), dtype=v.aval.dtype)
+               for v in e.invars] for e in eqns]
+
+    @jax.jit
+    def products(inputs):
+        return [e.primitive.bind(*ins, **e.params) for e, ins in zip(eqns, inputs)]
+
+    def run():
+        jax.block_until_ready(products(inputs))
+
+    run()
+    return run, sum(_product_flops(e) for e in eqns)
+
+
+def products(trainer, batch: dict[str, np.ndarray], backend: str):
+    """``torch_products`` or ``jax_products`` by backend (see those)."""
+    if backend == "torch":
+        return torch_products(trainer, batch)
+    if backend == "jax":
+        return jax_products(trainer, batch)
+    raise ValueError(f"no product replay for backend {backend!r}")
