@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo import checkpoint
-from zoo.leaderboard.collect import Run, collect, mark_stale, read_run
+from zoo.leaderboard.collect import Run, collect, mark_stale, read_run, suite_definitions
 from zoo.leaderboard.cost import Bench, read_bench
 from zoo.leaderboard.report import render_csv, render_markdown
 from zoo.leaderboard.summary import Comparison, compare
@@ -33,8 +33,8 @@ from zoo.stats import mean_std
 DEFAULT_BENCH = Path("results/bench/train-mlp.json")
 
 __all__ = ["DEFAULT_BENCH", "Bench", "Comparison", "Dataset", "Row", "Run", "build", "collect",
-           "compare", "mark_stale", "mean_std", "read_bench", "read_run", "render_csv", "render_markdown",
-           "write_leaderboard"]
+           "compare", "mark_stale", "mean_std", "read_bench", "read_run", "render_csv",
+           "render_markdown", "suite_definitions", "write_leaderboard"]
 
 
 def write_leaderboard(runs_root: str | Path, out: str | Path, figures: bool = True,
@@ -49,7 +49,8 @@ def write_leaderboard(runs_root: str | Path, out: str | Path, figures: bool = Tr
     runs, skipped = collect(runs_root)
     if not runs:
         raise ZooError(f"{runs_root}: no run directories found (run `zoo sweep` first)")
-    mark_stale(runs, suite_file)
+    suites = suite_definitions(runs, suite_file)  # each suite resolved once
+    mark_stale(runs, suites)
     out = Path(out)
     b = read_bench(bench, out) if bench is not None else None  # checked before writing
     datasets = build(runs)
@@ -61,7 +62,7 @@ def write_leaderboard(runs_root: str | Path, out: str | Path, figures: bool = Tr
 
         figs = make_figures(datasets, runs, runs_root, out / "figures")
     rel = [p.relative_to(out).as_posix() for p in figs]
-    md = render_markdown(datasets, comps, runs, skipped, rel, b, suite_file)
+    md = render_markdown(datasets, comps, runs, skipped, rel, b, suites)
     checkpoint.atomic_write(out / "LEADERBOARD.md", md.encode())
     checkpoint.atomic_write(out / "leaderboard.csv", render_csv(datasets, comps, b).encode())
     return {"markdown": md, "datasets": datasets, "comparisons": comps, "runs": runs,

@@ -210,22 +210,33 @@ def _short(v) -> str:
     return str(v)
 
 
-def mark_stale(runs: list[Run], suite_file: str | Path | None = None) -> None:
-    """A complete run made with other settings than its suite's present definition is "stale":
-    kept out of the rows, comparisons and curves (a table compares like with like; a budget
-    changed after a learning curve makes the older runs another experiment), listed with what
-    changed, and redone by the next sweep. Runs of a suite not defined here stay as they are."""
+Suites = dict[str, dict | None]  # suite -> {(data, arch, backend, seed): spec}, None: unknown
+
+
+def suite_definitions(runs: list[Run], suite_file: str | Path | None = None) -> Suites:
+    """The runs each suite named by ``runs`` defines at present, keyed (data, arch, backend,
+    seed) with the settings of each; None for a suite not defined here (nor in ``suite_file``)."""
     from zoo.sweep import resolve
 
-    wants: dict[str, dict] = {}
+    out: Suites = {}
     for suite in sorted({r.suite for r in runs if r.suite}):
         try:
             jobs = resolve(suite, suite_file=suite_file, root="runs")
         except ZooError:
+            out[suite] = None
             continue
-        wants[suite] = {(j.data, j.arch, j.backend, j.seed): j.spec for j in jobs}
+        out[suite] = {(j.data, j.arch, j.backend, j.seed): j.spec for j in jobs}
+    return out
+
+
+def mark_stale(runs: list[Run], suites: Suites) -> None:
+    """A complete run made with other settings than its suite's present definition (``suites``,
+    from suite_definitions) is "stale": kept out of the rows, comparisons and curves (a table
+    compares like with like; a budget changed after a learning curve makes the older runs
+    another experiment), listed with what changed, and redone by the next sweep. Runs of a suite
+    not defined here stay as they are."""
     for r in runs:
-        want = wants.get(r.suite or "", {}).get((r.data, r.arch, r.backend, r.seed))
+        want = (suites.get(r.suite or "") or {}).get((r.data, r.arch, r.backend, r.seed))
         if r.status == "complete" and want is not None and r.spec is not None and r.spec != want:
             r.status = "stale"
             r.reason = ("made with other settings than the suite's present ones: "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from zoo.leaderboard import cost as C
 from zoo.leaderboard import summary as S
-from zoo.leaderboard.collect import Run
+from zoo.leaderboard.collect import Run, Suites
 from zoo.leaderboard.curves import CURVE_METRIC, field_curves, plateau_line, unconverged
 from zoo.leaderboard.tables import (
     COLUMNS,
@@ -27,28 +27,20 @@ from zoo.leaderboard.tables import (
     table_lines,
 )
 from zoo.metrics import LOG_DENSITY_TRIM
-from zoo.registry import ZooError
 
 _NOT_DONE = ("failed", "killed", "running", "incomplete")
 
 
-def progress_text(runs: list[Run], suite_file: str | Path | None = None) -> str:
+def progress_text(runs: list[Run], suites: Suites) -> str:
     """e.g. "standard: **54 of 144 runs complete** (2 failed, 88 not started)": per suite, the
-    runs complete against the runs the suite defines (when its definition is at hand)."""
-    from zoo.sweep import resolve
-
+    runs complete against the runs the suite defines (``suites``, collect.suite_definitions;
+    None where its definition is not at hand)."""
     parts = []
     for suite in sorted({r.suite or "?" for r in runs}):
         mine = [r for r in runs if (r.suite or "?") == suite]
-        jobs = None
-        if suite != "?":
-            try:
-                jobs = resolve(suite, suite_file=suite_file, root="runs")
-            except ZooError:
-                jobs = None
+        want = suites.get(suite)
         counts = {s: sum(r.status == s for r in mine) for s in _NOT_DONE}
-        if jobs:
-            want = {(j.data, j.arch, j.backend, j.seed): j.spec for j in jobs}
+        if want:
             found = {(r.data, r.arch, r.backend, r.seed) for r in mine}
             ok = [r for r in mine if r.status == "complete"
                   and (r.data, r.arch, r.backend, r.seed) in want]
@@ -84,7 +76,7 @@ def _draws(datasets: dict[str, Dataset]) -> str:
 
 
 def header(datasets: dict[str, Dataset], runs: list[Run], bench: C.Bench | None,
-           suite_file=None) -> list[str]:
+           suites: Suites) -> list[str]:
     commits = sorted({r.commit or "unknown" for r in runs})
     seeds = sorted({r.seed for r in runs})
     closed = [n for n, d in datasets.items() if d.closed]
@@ -133,7 +125,7 @@ def header(datasets: dict[str, Dataset], runs: list[Run], bench: C.Bench | None,
             f"rho(.|x0) concentrates, through interpolations of two images, and those projected).")
     return [
         "# Leaderboard: conservative vs free score fields", "",
-        f"{progress_text(runs, suite_file)}. Seeds {', '.join(map(str, seeds))}; code "
+        f"{progress_text(runs, suites)}. Seeds {', '.join(map(str, seeds))}; code "
         f"commit(s) {', '.join(commits)}. Regenerate with `zoo leaderboard`: it reads the runs' "
         "JSON, the ODE sample file of each field's lowest seed and the bench record, nothing "
         "else.", "",
@@ -169,8 +161,10 @@ def header(datasets: dict[str, Dataset], runs: list[Run], bench: C.Bench | None,
 
 def render_markdown(datasets: dict[str, Dataset], comps: list[S.Comparison], runs: list[Run],
                     skipped: list[str], figures: list[str], bench: C.Bench | None = None,
-                    suite_file=None) -> str:
-    out = header(datasets, runs, bench, suite_file)
+                    suites: Suites | None = None) -> str:
+    """LEADERBOARD.md's text. ``suites``: collect.suite_definitions of the runs (None: the runs
+    of each suite are counted as found, its size not known)."""
+    out = header(datasets, runs, bench, suites or {})
     out += ["", "## Summary", ""]
     moving = unconverged(runs, datasets)
     out += S.summary_lines(datasets, comps, moving) or ["- (no dataset has complete runs)"]
