@@ -93,3 +93,65 @@ def test_every_head_on_every_backbone_in_both_backends():
             info = zoo.get_info(f"{head}-{bb}", "jax")
             assert info.head == head and info.backbone == bb
             assert set(info.options) >= set(BACKBONES[bb].options)
+
+
+def test_jax_fields_are_built_abstractly_with_the_same_weights():
+    """zoo.create builds an Equinox field abstractly (eqx.filter_eval_shape: its layers' jax.random
+    initialisers, one XLA compile per shape, never run) and fills it with zoo.init's numbers:
+    the same numbers as building it for real and loading them. A factory that cannot be traced
+    abstractly, or a parameter no init rule draws (it keeps its factory value), takes the
+    ordinary way and gets the same result."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from zoo.backends import jax_backend as jb
+    from zoo.init import init_params
+
+    built = []
+
+    class Net(eqx.Module):
+        lin: eqx.nn.Linear
+        scale: jax.Array  # no init rule draws it: the factory's value is kept
+
+        def __init__(self, traceable=True):
+            built.append("abstract" if isinstance(jnp.zeros(()), jax.core.Tracer) else "real")
+            self.lin = eqx.nn.Linear(3, 4, key=jax.random.PRNGKey(1))
+            self.scale = jnp.full((), 0.5)
+            if not traceable:
+                float(self.lin.weight[0, 0])  # a concrete value: no abstract build
+
+    def make(**kw):
+        return lambda: Net(**kw)
+
+    def draw(current):
+        return init_params(current, np.random.default_rng(0))
+
+    real = Net()
+    want = init_params(jb.named_params(real), np.random.default_rng(0))
+    for kw in ({}, {"traceable": False}):
+        built.clear()
+        got = jb.named_params(jb.create_field(make(**kw), draw, "float64"))
+        assert got.keys() == want.keys()
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+        assert got["scale"] == 0.5
+        assert built[-1] == "real"  # "scale" needs the factory's value: built for real
+
+    # every parameter drawn by a rule: the abstract build alone, no real one
+    class Plain(eqx.Module):
+        lin: eqx.nn.Linear
+
+        def __init__(self):
+            built.append("abstract" if isinstance(jnp.zeros(()), jax.core.Tracer) else "real")
+            self.lin = eqx.nn.Linear(3, 4, key=jax.random.PRNGKey(1))
+
+    built.clear()
+    field = jb.create_field(Plain, draw, "float32")
+    assert built == ["abstract"]
+    want = init_params(jb.named_params(Plain()), np.random.default_rng(0))
+    got = jb.named_params(field)
+    assert all(np.array_equal(got[k], want[k].astype(np.float32)) for k in want)
+    assert field.lin.weight.dtype == jnp.float32 and isinstance(field.lin.weight, jax.Array)
+    out = field.lin(jnp.ones(3, jnp.float32))
+    assert out.shape == (4,) and bool(jnp.all(jnp.isfinite(out)))

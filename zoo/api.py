@@ -63,13 +63,10 @@ def create(
         inspect.signature(info.factory).bind(**first, schedule=sched, **options)
     except TypeError as e:
         raise ZooError(f"field {name!r}: {e}") from None
-    field = info.factory(**first, schedule=sched, **options)
-    b = backends.get(backend)
-    current = b.named_params(field)
-    if current:
-        rng = init if isinstance(init, np.random.Generator) else np.random.default_rng(init)
-        field = b.load_params(field, init_params(current, rng), dtype)
-    return field
+    rng = init if isinstance(init, np.random.Generator) else np.random.default_rng(init)
+    return backends.get(backend).create_field(
+        lambda: info.factory(**first, schedule=sched, **options),
+        lambda current: init_params(current, rng), dtype)
 
 
 def load(run_dir: str | Path, backend: str | None = None, *, ema: bool = True,

@@ -16,25 +16,44 @@ from __future__ import annotations
 import numpy as np
 
 
+def _rule(name: str, current: dict) -> tuple[str, tuple]:
+    """(rule, fan shape): which of the module docstring's rules draws parameter ``name`` ("zeros",
+    "ones", "uniform" with the bound of that shape's fan-in, or "keep"); only shapes are read."""
+    shape = tuple(current[name].shape)
+    stem, _, leaf = name.rpartition(".")
+    partner = current.get(f"{stem}.weight" if stem else "weight")
+    if any(part.endswith("_zero") for part in stem.split(".")):
+        return "zeros", ()
+    if len(shape) >= 2:
+        return "uniform", shape
+    if leaf == "bias" and partner is not None and len(partner.shape) >= 2:
+        return "uniform", tuple(partner.shape)
+    if leaf == "weight" and len(shape) == 1:
+        return "ones", ()
+    if leaf == "bias" and partner is not None:
+        return "zeros", ()
+    return "keep", ()
+
+
+def needs_values(current: dict) -> bool:
+    """Whether ``init_params(current, ...)`` reads a value of ``current`` (a parameter no rule
+    draws keeps its factory's value) rather than only its shapes."""
+    return any(_rule(name, current)[0] == "keep" for name in current)
+
+
 def init_params(current: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """New float64 values for the named parameters ``current`` (name -> array), drawn from ``rng``."""
     out: dict[str, np.ndarray] = {}
     for name in sorted(current):
-        shape = current[name].shape
-        stem, _, leaf = name.rpartition(".")
-        partner = current.get(f"{stem}.weight" if stem else "weight")
-        if any(part.endswith("_zero") for part in stem.split(".")):
+        shape = tuple(current[name].shape)
+        rule, fan = _rule(name, current)
+        if rule == "uniform":
+            b = 1 / np.sqrt(np.prod(fan[1:]))
+            out[name] = rng.uniform(-b, b, size=shape)
+        elif rule == "zeros":
             out[name] = np.zeros(shape)
-        elif len(shape) >= 2:
-            b = 1 / np.sqrt(np.prod(shape[1:]))
-            out[name] = rng.uniform(-b, b, size=shape)
-        elif leaf == "bias" and partner is not None and partner.ndim >= 2:
-            b = 1 / np.sqrt(np.prod(partner.shape[1:]))
-            out[name] = rng.uniform(-b, b, size=shape)
-        elif leaf == "weight" and len(shape) == 1:
+        elif rule == "ones":
             out[name] = np.ones(shape)
-        elif leaf == "bias" and partner is not None:
-            out[name] = np.zeros(shape)
         else:
             out[name] = np.asarray(current[name], dtype=np.float64)
     return out

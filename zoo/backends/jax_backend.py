@@ -28,9 +28,16 @@ def _key_name(k) -> str:
     raise TypeError(f"unsupported pytree key {k!r}")
 
 
+def _is_param(x) -> bool:
+    """A parameter: an inexact array, or its abstract stand-in (a module from eqx.filter_eval_shape,
+    see create_field)."""
+    return eqx.is_inexact_array(x) or (isinstance(x, jax.ShapeDtypeStruct)
+                                       and jnp.issubdtype(x.dtype, jnp.inexact))
+
+
 def _flat(tree):
-    """(names, leaves, treedef) of the inexact arrays of ``tree``; names like torch's."""
-    pairs, treedef = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, eqx.is_inexact_array))
+    """(names, leaves, treedef) of the parameters of ``tree``; names like torch's."""
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, _is_param))
     names = [".".join(_key_name(k) for k in path) for path, _ in pairs]
     return names, [leaf for _, leaf in pairs], treedef
 
@@ -54,8 +61,36 @@ def load_params(field, params: dict[str, np.ndarray], dtype: str):
         raise ValueError(f"parameter {k} has shape {tuple(np.shape(params[k]))}, "
                          f"the field wants {tuple(own[k].shape)}")
     new = [jnp.asarray(np.asarray(params[n]), dtype=DTYPES[dtype]) for n in names]
-    _, static = eqx.partition(field, eqx.is_inexact_array)
+    _, static = eqx.partition(field, _is_param)
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, new), static)
+
+
+def create_field(make, draw, dtype: str):
+    """``make()``'s field with every parameter from ``draw(current)`` (name -> array, or -> an
+    abstract shape where ``needs_values(current)`` is False: zoo.init), cast to ``dtype``.
+
+    Equinox layers draw their initial weights with jax.random as they are built, one small XLA
+    program per distinct shape: 4-6 s of compiling for a UNet or DiT, for numbers that the
+    backend-neutral ones replace at once. So the module is built abstractly first
+    (eqx.filter_eval_shape: shapes only, nothing runs) and filled from ``draw``; a factory that
+    cannot be traced abstractly, a parameter whose factory value is kept, or any other array
+    left abstract takes the ordinary way (build, then load) and gets the same numbers.
+    """
+    from zoo.init import needs_values
+
+    try:
+        skeleton = eqx.filter_eval_shape(make)
+        names, leaves, _ = _flat(skeleton)
+        shapes = dict(zip(names, leaves))
+        if shapes and not needs_values(shapes):
+            field = load_params(skeleton, draw(shapes), dtype)
+            if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(field)):
+                return field
+    except Exception:  # noqa: BLE001 (anything: the ordinary way below raises what it raises)
+        pass
+    field = make()
+    current = named_params(field)
+    return load_params(field, draw(current), dtype) if current else field
 
 
 @eqx.filter_jit

@@ -36,6 +36,15 @@ def load_params(field: torch.nn.Module, params: dict[str, np.ndarray], dtype: st
     return field
 
 
+def create_field(make, draw, dtype: str):
+    """``make()``'s field with every parameter from ``draw(named_params)`` (zoo.init), cast to
+    ``dtype`` (the JAX backend's create_field builds its modules abstractly first; torch's
+    initialisers cost nothing worth saving)."""
+    field = make()
+    current = named_params(field)
+    return load_params(field, draw(current), dtype) if current else field
+
+
 def _check_names(own: dict, given: dict) -> None:
     missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
     if missing or extra:
