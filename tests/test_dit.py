@@ -37,14 +37,16 @@ def make(shape, n_maps, n_scalars, dtype="float64", weights="init", seed=0, **kw
     """
     kw = {**SMALL, **kw}
     mt = TDiT(shape, n_maps, n_scalars, **kw)
-    mj = JDiT(shape, n_maps, n_scalars, key=jax.random.PRNGKey(0), **kw)
     rng = np.random.default_rng(seed)
     current = TB.named_params(mt)
     if weights == "init":
         params = init_params(current, rng)
     else:
         params = {k: 0.1 * rng.standard_normal(v.shape) for k, v in sorted(current.items())}
-    return TB.load_params(mt, params, dtype), JB.load_params(mj, params, dtype)
+    # built abstractly and filled (JB.create_field), as zoo.create builds it
+    mj = JB.create_field(lambda: JDiT(shape, n_maps, n_scalars, key=jax.random.PRNGKey(0), **kw),
+                         lambda current: params, dtype)
+    return TB.load_params(mt, params, dtype), mj
 
 
 def inputs(shape, n=3, seed=1):

@@ -24,9 +24,11 @@ def make(shape, n_maps, n_scalars, dtype="float64", seed=0, **kw):
     """Torch and Equinox UNets holding the same zoo.init weights (cast to ``dtype``)."""
     kw = {**SMALL, **kw}
     mt = TUNet(shape, n_maps, n_scalars, **kw)
-    mj = JUNet(shape, n_maps, n_scalars, key=jax.random.PRNGKey(0), **kw)
     params = init_params(TB.named_params(mt), np.random.default_rng(seed))
-    return TB.load_params(mt, params, dtype), JB.load_params(mj, params, dtype)
+    # built abstractly and filled (JB.create_field), as zoo.create builds it
+    mj = JB.create_field(lambda: JUNet(shape, n_maps, n_scalars, key=jax.random.PRNGKey(0), **kw),
+                         lambda current: params, dtype)
+    return TB.load_params(mt, params, dtype), mj
 
 
 def inputs(shape, n=3, seed=1):
