@@ -87,28 +87,30 @@ def jaxpr_product_flops(jaxpr) -> int:
     """FLOPs of the matrix products (dot_general, conv_general_dilated) of a jaxpr, through its
     sub-jaxprs (jit, custom_jvp/vjp, remat, ...): a scan's body counts ``length`` times, a cond
     its largest branch; a while loop's trip count is unknown, so ValueError."""
+    return sum(_product_flops(e) for e in _product_eqns(jaxpr))
+
+
+def _product_eqns(jaxpr) -> list:
+    """The dot_general and conv_general_dilated equations a jaxpr runs, through its sub-jaxprs:
+    a scan's body's ``length`` times, a cond's costliest branch; ValueError for a while loop."""
     from jax.extend.core import jaxprs_in_params
 
-    total = 0
+    out = []
     for eqn in jaxpr.eqns:
-        total += _product_flops(eqn)
-        subs = [_product_flops_of(j) for j in jaxprs_in_params(eqn.params)]
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            out.append(eqn)
+        subs = [_product_eqns(getattr(j, "jaxpr", j)) for j in jaxprs_in_params(eqn.params)]
         if not subs:
             continue
-        name = eqn.primitive.name
-        if name == "while":
+        if eqn.primitive.name == "while":
             raise ValueError("a while loop in the step: its trip count is not known statically")
-        if name == "cond":
-            total += max(subs)
-        elif name == "scan":
-            total += eqn.params["length"] * sum(subs)
+        if eqn.primitive.name == "cond":
+            out += max(subs, key=lambda s: sum(_product_flops(e) for e in s))
+        elif eqn.primitive.name == "scan":
+            out += eqn.params["length"] * [e for s in subs for e in s]
         else:
-            total += sum(subs)
-    return total
-
-
-def _product_flops_of(j) -> int:
-    return jaxpr_product_flops(getattr(j, "jaxpr", j))  # ClosedJaxpr or Jaxpr
+            out += [e for s in subs for e in s]
+    return out
 
 
 def jax_step_flops(trainer, batch: dict[str, np.ndarray]) -> dict:
@@ -194,7 +196,7 @@ def torch_products(trainer, batch: dict[str, np.ndarray]):
     ``run()`` calls each again on random tensors of the same layout."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
     counted = set(flop_registry)
     calls = []
@@ -213,13 +215,15 @@ def torch_products(trainer, batch: dict[str, np.ndarray]):
                 calls.append((func, spec(args), spec(kwargs)))
             return func(*args, **kwargs)
 
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()  # as in torch_step_flops
     compiled, trainer.compiled = getattr(trainer, "compiled", None), None  # eager: see above
     try:
-        with Recorder():
+        with counter, Recorder():
             trainer.step(batch)
-        flops = torch_step_flops(trainer, batch)["flops"]  # one more step, counted
     finally:
         trainer.compiled = compiled
+    flops = int(counter.get_total_flops())
 
     gen = torch.Generator().manual_seed(0)
 
@@ -241,29 +245,6 @@ def torch_products(trainer, batch: dict[str, np.ndarray]):
 
     run()
     return run, flops
-
-
-def _product_eqns(jaxpr) -> list:
-    """The dot_general and conv_general_dilated equations of a jaxpr and its sub-jaxprs (a scan's
-    body's repeated ``length`` times; a cond's largest branch; see jaxpr_product_flops)."""
-    from jax.extend.core import jaxprs_in_params
-
-    out = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
-            out.append(eqn)
-        subs = [_product_eqns(getattr(j, "jaxpr", j)) for j in jaxprs_in_params(eqn.params)]
-        if not subs:
-            continue
-        if eqn.primitive.name == "while":
-            raise ValueError("a while loop in the step: its trip count is not known statically")
-        if eqn.primitive.name == "cond":
-            out += max(subs, key=lambda s: sum(_product_flops(e) for e in s))
-        elif eqn.primitive.name == "scan":
-            out += eqn.params["length"] * [e for s in subs for e in s]
-        else:
-            out += [e for s in subs for e in s]
-    return out
 
 
 def jax_products(trainer, batch: dict[str, np.ndarray]):
