@@ -180,7 +180,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
             # torch: takes a step, eager (a compiled trainer's first step is)
             counted = fl.step_flops(trainer, batches[0], info.backend)
-            products = fl.products(trainer, batches[0], info.backend)  # torch: takes steps
+            products = fl.products(trainer, batches[0], info.backend)  # torch: takes a step
             with console.status(f"compiling {info.name}" if cfg.compiled() else "warming up"):
                 _sync(trainer.step(batches[0]))  # compile / warm up
             compiled = cfg.compiled() if info.backend == "torch" else None
