@@ -360,3 +360,11 @@ def test_bad_bench_input_is_one_line_exit_2(args, capsys, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "error" in lines[0], err
     assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["train", "memory"])
+def test_bench_pattern_matching_no_field_is_one_line_exit_2(kind, tmp_path, capsys):
+    out = tmp_path / "rec.json"
+    code, _, err = run(["bench", kind, "--pattern", "nope-*", "--out", str(out)], capsys)
+    assert code == 2 and "no trainable field matches 'nope-*'" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

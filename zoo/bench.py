@@ -192,8 +192,8 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                           "trainer": trainer, "batches": batches, "times": [],
                           "counted": counted, "products": products, "product_times": []})
     if not cases:
-        console.print(f"no trainable field matches {pattern!r}")
-        return []
+        raise ZooError(f"no trainable field matches {pattern!r} on {', '.join(backends)} "
+                       "(`zoo list` names them)")
     gemms = {b: fl.gemm(b, gemm_size) for b in dict.fromkeys(c["backend"] for c in cases)}
     gemm_times: dict[str, list[float]] = {b: [] for b in gemms}
     with console.status("timing") as status:
@@ -335,8 +335,8 @@ def bench_memory(pattern: str, backends: list[str], *, batch: int, data: str, st
     console, out_path = report_setup(show, out, "memory.json")
     infos = [i for i in entries(pattern) if i.trainable and i.backend in backends]
     if not infos:
-        console.print(f"no trainable field matches {pattern!r}")
-        return []
+        raise ZooError(f"no trainable field matches {pattern!r} on {', '.join(backends)} "
+                       "(`zoo list` names them)")
     results = []
     with console.status("peak RSS") as status:
         for info in infos:
