@@ -200,7 +200,7 @@ def _penalty_grads(m, x, t):
 
 def test_torch_double_backward_and_fused_forward():
     shape = (1, 8, 8)
-    mt, _ = make(shape, 1, 1, weights="random", fused_attn=False)
+    mt, _ = make(shape, 1, 1, weights="random", fused=False)
     x, t = inputs(shape)
     grads = _penalty_grads(mt, x, t)
     # the penalty sees the last scalar's x-gradient only: the map layer and the scalar's constant
@@ -211,7 +211,7 @@ def test_torch_double_backward_and_fused_forward():
         else:
             assert g is not None and torch.all(torch.isfinite(g)) and torch.any(g != 0), k
     # the fused attention path computes the same forward
-    fused = TDiT(shape, 1, 1, fused_attn=True, **SMALL)
+    fused = TDiT(shape, 1, 1, fused=True, **SMALL)
     assert all(b.attn.fused_attn for b in fused.blocks)
     assert not any(b.attn.fused_attn for b in mt.blocks)
     fused = TB.load_params(fused, TB.named_params(mt), "float64")
@@ -222,7 +222,7 @@ def test_torch_double_backward_and_fused_forward():
 def test_torch_fused_double_backward_recorded(record_property, capsys):
     """Record (not assert) whether torch's fused SDPA path is differentiable twice here; fail only
     on an error other than the known missing derivative."""
-    mt, _ = make((1, 8, 8), 1, 1, weights="random", fused_attn=True)
+    mt, _ = make((1, 8, 8), 1, 1, weights="random", fused=True)
     x, t = inputs((1, 8, 8))
     try:
         _penalty_grads(mt, x, t)
@@ -237,7 +237,7 @@ def test_torch_fused_double_backward_recorded(record_property, capsys):
 
 def test_jax_double_backward_matches_torch():
     shape = (1, 8, 8)
-    mt, mj = make(shape, 1, 1, weights="random", fused_attn=False)
+    mt, mj = make(shape, 1, 1, weights="random", fused=False)
     x, t = inputs(shape, n=2)
     want = _penalty_grads(mt, x, t)
 
@@ -262,7 +262,7 @@ def test_jvp_tangent_gradients_match_jax():
     relative in float64; fields/torch/dit.py writes the norm from mean and variance instead), so
     this compares torch's torch.func.jvp-then-backward with JAX's on the whole DiT."""
     shape = (1, 8, 8)
-    mt, mj = make(shape, 1, 0, weights="random", fused_attn=False)
+    mt, mj = make(shape, 1, 0, weights="random", fused=False)
     x, t = inputs(shape, n=2)
     v = np.random.default_rng(5).standard_normal(x.shape)
     c = np.random.default_rng(6).standard_normal((len(x), 64))
@@ -322,9 +322,24 @@ def test_bad_arguments_raise(backend, kw, match):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_torch_cuda_matches_cpu():
-    mt, _ = make((1, 8, 8), 1, 1, "float64", weights="random", fused_attn=False)
+    mt, _ = make((1, 8, 8), 1, 1, "float64", weights="random", fused=False)
     x, t = inputs((1, 8, 8))
     cpu = run_torch(mt, x, t)
     mc = mt.to("cuda")
     gpu = mc(torch.as_tensor(x, device="cuda"), torch.as_tensor(t, device="cuda"))
     assert np.max(np.abs(gpu.detach().cpu().numpy() - cpu)) / np.max(np.abs(cpu)) < 1e-8
+
+
+def test_written_out_gelu_equals_torch_gelu_to_second_order():
+    """GeluTanh (the MLP activation of heads that differentiate twice) is nn.GELU("tanh") written
+    as x sigmoid(2c(x + 0.044715 x^3)): the same values, first and second derivatives, float64."""
+    x = torch.linspace(-9, 9, 2001, dtype=torch.float64, requires_grad=True)
+    out = []
+    for f in (tdit.GeluTanh(), torch.nn.GELU(approximate="tanh")):
+        y = f(x)
+        (d1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (d2,) = torch.autograd.grad(d1.sum(), x)
+        out.append((y, d1, d2))
+    for a, b in zip(*out):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert out[0][2].abs().max() > 0.5  # the second derivative is not trivially zero

@@ -159,7 +159,7 @@ BACKBONES = {
         "heads": Option(4, _pos_int, "attention heads (divides hidden)"),
         "mlp_ratio": Option(4.0, _pos_float, "MLP width / hidden"),
     }, {"hidden": 16, "depth": 1, "heads": 2}, "patchify, adaLN-zero transformer blocks "
-       "(timm PatchEmbed, Attention, Mlp), unpatchify", fused_option="fused_attn",
+       "(timm PatchEmbed, Attention, Mlp), unpatchify", fused_option="fused",
         operator="conv"),
 }
 

@@ -53,7 +53,7 @@ class PatchEmbed(eqx.Module):
 class Attention(eqx.Module):
     """timm's Attention (qkv_bias=True), math path: tokens [N, D] -> [N, D].
 
-    ``fused_attn`` is not an option here: XLA differentiates the plain softmax(q k^T / sqrt(d)) v
+    ``fused`` is not an option here: XLA differentiates the plain softmax(q k^T / sqrt(d)) v
     any number of times.
     """
 
@@ -124,7 +124,7 @@ class DiT(eqx.Module):
     n_scalars scalars via the token mean -> ``scalars``.
 
     ``patch`` None: the smallest of 2, 4, 7 dividing H and W that leaves <= 64 tokens (2 for sides
-    up to 16, 4 at 28x28); if none does, the largest of 1, 2, 4, 7 dividing both. ``fused_attn`` is
+    up to 16, 4 at 28x28); if none does, the largest of 1, 2, 4, 7 dividing both. ``fused`` is
     accepted for the common signature; the plain math attention is used either way. The position
     embedding is a numpy constant made at trace time, not a leaf. Parameters are created in
     ``dtype`` (float32 if None); zoo.init sets their values.
@@ -154,11 +154,11 @@ class DiT(eqx.Module):
         heads: int = 4,
         mlp_ratio: float = 4.0,
         n_freq: int = 16,
-        fused_attn: bool = True,
+        fused: bool = True,
         key: jax.Array,
         dtype=None,
     ) -> None:
-        del fused_attn  # XLA's attention here is plain math, differentiable twice
+        del fused  # XLA's attention here is plain math, differentiable twice
         dtype = dtype or jnp.float32
         p = dit_plan(shape, n_maps, n_scalars, patch, hidden, depth, heads, mlp_ratio, n_freq)
         c, h, w = (int(s) for s in shape)
