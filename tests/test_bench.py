@@ -349,6 +349,9 @@ BAD_BENCH = [
     ["bench", "check", "--probes", "-1"],
     ["bench", "check", "--dtype", "float16"],
     ["bench", "check", "--opt", "width"],
+    ["bench", "conv", "--sizes", "8y8"],
+    ["bench", "conv", "--sizes", "0x4"],
+    ["bench", "conv", "--backends", "mxnet"],
 ]
 
 
@@ -368,3 +371,44 @@ def test_bench_pattern_matching_no_field_is_one_line_exit_2(kind, tmp_path, caps
     code, _, err = run(["bench", kind, "--pattern", "nope-*", "--out", str(out)], capsys)
     assert code == 2 and "no trainable field matches 'nope-*'" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_bench_conv_times_the_same_products_in_both_backends(tmp_path, capsys, monkeypatch,
+                                                            one_torch_thread):
+    """`zoo bench conv`: forward, input and weight gradient of a 3x3 conv per size and backend,
+    FLOPs by hand, the torch / JAX ratio, a record; the backends' results are compared first,
+    and a backend computing something else is refused before anything is timed or written."""
+    from zoo import bench_conv as bc
+
+    out = tmp_path / "conv.json"
+    code, stdout, _ = run(["bench", "conv", "--sizes", "4x3,2x5", "--side", "6", "--steps", "1",
+                           "--rounds", "2", "--out", str(out)], capsys)
+    assert code == 0 and "grad_weight" in stdout and "torch / JAX" in stdout
+    rec = json.loads(out.read_text())
+    assert rec["kind"] == "conv" and rec["settings"]["side"] == 6
+    rows = {(r["batch"], r["channels"], r["backend"], r["product"]): r for r in rec["results"]}
+    assert len(rows) == 2 * 2 * 3
+    for (b, c, bk, op), r in rows.items():
+        assert r["flops"] == 2 * b * 36 * c * c * 9 and r["ms"] > 0
+        assert r["gflops"] == pytest.approx(r["flops"] / r["ms"] / 1e6)
+        if bk == "torch":
+            assert r["torch_over_jax"] == pytest.approx(r["ms"] / rows[(b, c, "jax", op)]["ms"])
+
+    # the products really are the convolution's: torch's input gradient against autograd
+    import torch
+
+    a = bc._inputs(3, 2, 5)
+    x = torch.from_numpy(a["x"]).requires_grad_(True)
+    w = torch.from_numpy(a["w"]).requires_grad_(True)
+    y = torch.nn.functional.conv2d(x, w, padding=1)
+    gx, gw = torch.autograd.grad(y, (x, w), torch.from_numpy(a["g"]))
+    tp = bc._torch_products(a)
+    assert torch.allclose(tp["grad_input"](), gx) and torch.allclose(tp["grad_weight"](), gw)
+
+    wrong = bc._jax_products
+    monkeypatch.setattr(bc, "_jax_products",
+                        lambda a: {**wrong(a), "grad_weight": lambda: np.zeros_like(a["w"])})
+    out.unlink()
+    code, _, err = run(["bench", "conv", "--sizes", "4x3", "--steps", "1", "--rounds", "1",
+                        "--out", str(out)], capsys)
+    assert code == 2 and "grad_weight of torch and jax disagree" in err and not out.exists()

@@ -872,6 +872,32 @@ def bench_scaling_cmd(field_list, backend_list, batches, dim, dims, batch, steps
                   rounds=rounds, options=parse_options(opts), out=out_path)
 
 
+@bench.command("conv")
+@click.option("--sizes", default="64x16,128x32,128x64", show_default=True,
+              help="BATCHxCHANNELS pairs, comma-separated (64x16: the images suite's UNet; "
+              "128x32: the UNet's defaults).")
+@click.option("--side", default=8, show_default=True, type=POSITIVE_INT,
+              help="Image side (digits: 8).")
+@click.option("--backends", "backend_list", default="torch,jax", show_default=True)
+@click.option("--steps", default=10, show_default=True, type=POSITIVE_INT,
+              help="Calls per timed block.")
+@click.option("--rounds", default=7, show_default=True, type=POSITIVE_INT,
+              help="Interleaved rounds; the median block is reported.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Also write a JSON record there, e.g. results/bench/conv.json.")
+def bench_conv_cmd(sizes, side, backend_list, steps, rounds, out_path) -> None:
+    """Where each backend's convolutions spend a training step's time: one 3x3 C -> C
+    convolution (the UNet's) split into its forward, input gradient and weight gradient, each
+    timed alone, interleaved over sizes and backends, with GFLOP/s and the torch / JAX ratio.
+
+    The two backends' results are compared on the same numbers before timing.
+    """
+    from zoo.bench_conv import bench_conv, parse_sizes
+
+    bench_conv(parse_sizes(sizes), _backends(backend_list), side=side, steps=steps,
+               rounds=rounds, out=out_path)
+
+
 def _backends(text: str) -> list[str]:
     bks = [b.strip() for b in text.split(",") if b.strip()]
     bad = [b for b in bks if b not in BACKENDS]
