@@ -15,7 +15,6 @@ computation.
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -161,7 +160,8 @@ def _print_table(console, results, backends, side, steps, rounds) -> None:
     for bk in backends:
         table.add_column(f"{bk} ms", justify="right")
         table.add_column(f"{bk} GFLOP/s", justify="right")
-    if {"torch", "jax"} <= set(backends):
+    both = {"torch", "jax"} <= set(backends)
+    if both:
         table.add_column("torch / JAX", justify="right")
     by = {(r["batch"], r["channels"], r["backend"], r["product"]): r for r in results}
     for b, c in dict.fromkeys((r["batch"], r["channels"]) for r in results):
@@ -170,15 +170,15 @@ def _print_table(console, results, backends, side, steps, rounds) -> None:
             for bk in backends:
                 r = by[(b, c, bk, op)]
                 row += [f"{r['ms']:.2f}", f"{r['gflops']:.1f}"]
-            if {"torch", "jax"} <= set(backends):
+            if both:
                 row.append(f"{by[(b, c, 'torch', op)]['torch_over_jax']:.2f}")
             table.add_row(*row)
-        total = {bk: statistics.fsum(by[(b, c, bk, op)]["ms"] for op in PRODUCTS)
+        total = {bk: sum(by[(b, c, bk, op)]["ms"] for op in PRODUCTS)
                  for bk in backends}
         row = [f"{b}x{c}", "all three"]
         for bk in backends:
             row += [f"{total[bk]:.2f}", ""]
-        if {"torch", "jax"} <= set(backends):
+        if both:
             row.append(f"{total['torch'] / total['jax']:.2f}")
         table.add_row(*row, end_section=True)
     table.caption = ("forward: F.conv2d / lax.conv_general_dilated; grad_input and grad_weight: "
