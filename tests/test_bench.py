@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -183,6 +184,17 @@ def test_bench_record_has_flops_and_gemm_rates(tmp_path, capsys):
         assert 1.5 < energy["flop_ratio_to_free"] < 3  # the double backward is counted
         assert energy["time_over_floor"] == pytest.approx(energy["ratio_to_free"]
                                                           / energy["flop_ratio_to_free"])
+        # ratios are paired per round: the median of the rounds' ratios, with its quartiles
+        free = by[("free-mlp", b)]
+        per_round = [e / f for e, f in zip(energy["ms_per_round"], free["ms_per_round"])]
+        assert energy["ratio_to_free"] == pytest.approx(statistics.median(per_round))
+        lo, hi = energy["ratio_iqr"]
+        assert lo <= energy["ratio_to_free"] <= hi
+    for f in ("free-mlp", "energy-mlp"):
+        t, j = by[(f, "torch")], by[(f, "jax")]
+        per_round = [a / c for a, c in zip(t["ms_per_round"], j["ms_per_round"])]
+        assert t["torch_over_jax"] == pytest.approx(statistics.median(per_round))
+        assert "torch_over_jax" not in j
 
 
 def test_bench_compile_both_times_torch_twice_side_by_side(tmp_path, capsys):
@@ -319,6 +331,19 @@ def test_bench_scaling_record_and_plot(tmp_path, capsys, one_torch_thread):
             grow["ms_per_step"] / rows[("batch", b, 4, 2)]["ms_per_step"])
 
 
+def test_paired_ratio_cancels_drift_between_rounds():
+    """Load that drifts between rounds slows both series alike: a constant per-round ratio comes
+    out exactly, with no spread; otherwise the quartiles of the rounds' ratios."""
+    from zoo.bench import paired_ratio
+
+    load = [1.0, 3.0, 1.5, 4.0, 2.0]
+    assert paired_ratio([2 * v for v in load], load) == (2.0, 2.0, 2.0)
+    q1, med, q3 = paired_ratio([2.0, 6.0, 3.0, 8.0, 4.0], [1.0, 2.0, 1.5, 4.0, 2.0])
+    assert (q1, med, q3) == (2.0, 2.0, statistics.quantiles([2, 3, 2, 2, 2], n=4)[2]) == (2, 2, 2.5)
+    with pytest.raises(ValueError, match="equal"):
+        paired_ratio([1.0], [1.0, 2.0])
+
+
 def test_superlinear_flag():
     """A time ratio above 1.2 x the size ratio between consecutive sizes is flagged."""
     from zoo.bench_scaling import _result, flag_lines
@@ -392,7 +417,10 @@ def test_bench_conv_times_the_same_products_in_both_backends(tmp_path, capsys, m
         assert r["flops"] == 2 * b * 36 * c * c * 9 and r["ms"] > 0
         assert r["gflops"] == pytest.approx(r["flops"] / r["ms"] / 1e6)
         if bk == "torch":
-            assert r["torch_over_jax"] == pytest.approx(r["ms"] / rows[(b, c, "jax", op)]["ms"])
+            per_round = [t / j for t, j in zip(r["ms_per_round"],
+                                               rows[(b, c, "jax", op)]["ms_per_round"])]
+            assert r["torch_over_jax"] == pytest.approx(statistics.median(per_round))
+            assert r["torch_over_jax_iqr"][0] <= r["torch_over_jax"] <= r["torch_over_jax_iqr"][1]
 
     # the products really are the convolution's: torch's input gradient against autograd
     import torch

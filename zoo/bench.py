@@ -68,6 +68,15 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], med, q[2]
 
 
+def paired_ratio(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Quartiles (q1, median, q3) of the per-round ratios x_r / y_r of two interleaved series.
+    Each round's ratio sees one machine state, so load that drifts between rounds cancels; the
+    spread of the ratios says how well one run pins the ratio down (a ratio of medians has none)."""
+    if len(xs) != len(ys) or not xs:
+        raise ValueError(f"paired series need equal, non-zero lengths ({len(xs)} vs {len(ys)})")
+    return _quartiles([x / y for x, y in zip(xs, ys)])
+
+
 def _hwm_mib() -> float:
     """This process's peak resident set size so far, MiB: VmHWM of /proc/self/status (Linux; it
     belongs to the process's own address space, so unlike ru_maxrss it does not inherit the
@@ -155,8 +164,9 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     eager ("off"), or each both ways side by side ("both"). Returns one dict per (field, backend, compiled):
     field, backend, compiled (torch.compile'd step, JAX: jitted, so None), backbone, options,
     ms_per_step (median block), iqr_ms, ratio_to_free (to free on the same backbone, backend and
-    compiled; None
-    without a free field on that backbone and backend), ms_per_round; flops (one step, counted
+    compiled: the median of the per-round ratios, ``paired_ratio``; None without a free field on
+    that backbone and backend) and ratio_iqr, ms_per_round; on torch rows of fields timed in
+    both backends, torch_over_jax (paired the same way) and torch_over_jax_iqr; flops (one step, counted
     as zoo.flops says: matrix products in torch, every op in XLA), dot_flops (matrix products
     only; JAX: those of the jaxpr, before XLA's optimisations), flop_ratio_to_free,
     dot_flop_ratio_to_free, time_over_floor (ratio_to_free / flop_ratio_to_free), gflops
@@ -212,6 +222,11 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     key = lambda c: (c["backbone"], c["backend"], c["compiled"])
     free = {key(c): c for c in cases if c["name"] == f"free-{c['backbone']}"}
     results = [_train_result(c, free.get(key(c)), gemm_rate[c["backend"]]) for c in cases]
+    jax_rows = {c["name"]: c for c in cases if c["backend"] == "jax"}
+    for c, r in zip(cases, results):  # torch over JAX, paired per round (the same field)
+        if c["backend"] == "torch" and c["name"] in jax_rows:
+            q1, med, q3 = paired_ratio(c["times"], jax_rows[c["name"]]["times"])
+            r["torch_over_jax"], r["torch_over_jax_iqr"] = med, [q1, q3]
     console.print(_train_table(results, gemm_rate, gemm_size,
                                title=f"training step, batch {batch}, {data}, {rounds} rounds x "
                                f"{steps} steps"))
@@ -238,7 +253,7 @@ def _train_result(c: dict, free: dict | None, gemm_gflops: float) -> dict:
     """One (field, backend)'s row of ``bench_train``: times, ratios, FLOPs and rates."""
     q1, med, q3 = _quartiles(c["times"])
     n = c["counted"]
-    ratio = med / statistics.median(free["times"]) if free else None
+    r1, ratio, r3 = paired_ratio(c["times"], free["times"]) if free else (None, None, None)
     flop_ratio = _ratio(n["flops"], free["counted"]["flops"]) if free else None
     gflops = n["flops"] / med / 1e9
     prod = statistics.median(c["product_times"])
@@ -248,7 +263,8 @@ def _train_result(c: dict, free: dict | None, gemm_gflops: float) -> dict:
     return {"field": c["name"], "backend": c["backend"], "compiled": c["compiled"],
             "backbone": c["backbone"],
             "options": c["options"], "ms_per_step": 1e3 * med, "iqr_ms": 1e3 * (q3 - q1),
-            "ratio_to_free": ratio, "ms_per_round": [1e3 * t for t in c["times"]],
+            "ratio_to_free": ratio, "ratio_iqr": None if free is None else [r1, r3],
+            "ms_per_round": [1e3 * t for t in c["times"]],
             "flops": n["flops"], "dot_flops": n["dot_flops"], **extra,
             "flop_ratio_to_free": flop_ratio,
             "dot_flop_ratio_to_free": (_ratio(n["dot_flops"], free["counted"]["dot_flops"])
@@ -268,17 +284,25 @@ def _train_table(results: list[dict], gemm_rate: dict, gemm_size: int, title: st
     fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)
     table = Table(title=title, caption_justify="left")
     table.add_column("field", no_wrap=True)
-    for head in ("backend", "ms/step\nmedian", "IQR\nms", "ratio\nto free", "MFLOP\n/step",
-                 "floor\nratio", "time /\nfloor", "GFLOP/s", "of\nGEMM", "products\nshare",
-                 "products\nof GEMM"):
+    both = any("torch_over_jax" in r for r in results)
+    for head in ("backend", "ms/step\nmedian", "IQR\nms", "ratio to\nfree [IQR]",
+                 "MFLOP\n/step", "floor\nratio", "time /\nfloor", "GFLOP/s", "of\nGEMM",
+                 "products\nshare", "products\nof GEMM") + (("torch /\nJAX [IQR]",) if both else ()):
         table.add_column(head, justify="left" if head == "backend" else "right")
+
+    def spread(v, iqr):
+        return "–" if v is None else f"{v:.2f} [{iqr[0]:.2f}-{iqr[1]:.2f}]"
+
     for r in results:
         backend = r["backend"] + (" compiled" if r.get("compiled") else "")
-        table.add_row(r["field"], backend, f"{r['ms_per_step']:.2f}", f"{r['iqr_ms']:.2f}",
-                      fmt(r["ratio_to_free"]), f"{r['flops'] / 1e6:.1f}",
-                      fmt(r["flop_ratio_to_free"]), fmt(r["time_over_floor"]),
-                      f"{r['gflops']:.2f}", fmt(r["gemm_fraction"], ".1%"),
-                      fmt(r["products_share"], ".0%"), fmt(r["products_gemm_fraction"], ".0%"))
+        row = [r["field"], backend, f"{r['ms_per_step']:.2f}", f"{r['iqr_ms']:.2f}",
+               spread(r["ratio_to_free"], r["ratio_iqr"]), f"{r['flops'] / 1e6:.1f}",
+               fmt(r["flop_ratio_to_free"]), fmt(r["time_over_floor"]),
+               f"{r['gflops']:.2f}", fmt(r["gemm_fraction"], ".1%"),
+               fmt(r["products_share"], ".0%"), fmt(r["products_gemm_fraction"], ".0%")]
+        if both:
+            row.append(spread(r.get("torch_over_jax"), r.get("torch_over_jax_iqr")))
+        table.add_row(*row)
     rates = ", ".join(f"{b} {v:.1f}" for b, v in gemm_rate.items())
     notes = [f"GEMM {gemm_size}x{gemm_size} float32, GFLOP/s: {rates} (median, timed after "
              "every round); 'of GEMM' = GFLOP/s / that rate.",
@@ -300,6 +324,8 @@ def _train_table(results: list[dict], gemm_rate: dict, gemm_size: int, title: st
     if any(r.get("compiled") for r in results):
         notes.append("torch compiled: loss and gradients from one torch.compile'd graph "
                      "(zoo train --compile on); the others eager.")
+    notes.append("ratio to free, torch / JAX: medians of the per-round ratios (each round's "
+                 "blocks run back to back, so drifting load cancels), with their quartiles.")
     notes.append("floor ratio = FLOPs / free's on the same backbone and backend; time / floor = "
                  "ratio to free / floor ratio (issue 15's target: <= 1.15).")
     table.caption = "\n".join(notes)

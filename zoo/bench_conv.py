@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.bench import _quartiles, _write_record, report_setup
+from zoo.bench import _quartiles, _write_record, paired_ratio, report_setup
 from zoo.registry import ZooError
 
 PRODUCTS = ("forward", "grad_input", "grad_weight")
@@ -96,8 +96,9 @@ def bench_conv(sizes: list[tuple[int, int]], backends: list[str], *, side: int =
     block, ``rounds`` interleaved rounds. Prints a table; ``out`` writes a JSON record.
 
     Returns one dict per (size, backend, product): batch, channels, side, backend, product,
-    ms (median block / steps), iqr_ms, flops, gflops; and per (size, product) with both torch
-    and JAX, a "torch_over_jax" entry on the torch row (time ratio).
+    ms (median block / steps), iqr_ms, ms_per_round, flops, gflops; and per (size, product) with both torch
+    and JAX, "torch_over_jax" and "torch_over_jax_iqr" on the torch row (the per-round time ratios'
+    median and quartiles, ``zoo.bench.paired_ratio``).
     """
     console, out_path = report_setup(show, out, "conv.json", 100)
     for name, v in (("side", side), ("steps", steps), ("rounds", rounds)):
@@ -132,13 +133,14 @@ def bench_conv(sizes: list[tuple[int, int]], backends: list[str], *, side: int =
         q1, med, q3 = _quartiles(ts)
         flops = 2 * b * side * side * c * c * 9
         results.append({"batch": b, "channels": c, "side": side, "backend": bk, "product": op,
-                        "ms": med, "iqr_ms": q3 - q1, "flops": flops,
+                        "ms": med, "iqr_ms": q3 - q1, "ms_per_round": ts, "flops": flops,
                         "gflops": flops / med / 1e6})
-    by = {(r["batch"], r["channels"], r["backend"], r["product"]): r for r in results}
-    for r in results:
-        other = by.get((r["batch"], r["channels"], "jax", r["product"]))
-        if r["backend"] == "torch" and other:
-            r["torch_over_jax"] = r["ms"] / other["ms"]
+    for r in results:  # torch over JAX, paired per round
+        key = (r["batch"], r["channels"], "jax", r["product"])
+        if r["backend"] == "torch" and key in times:
+            q1, med, q3 = paired_ratio(times[(r["batch"], r["channels"], "torch", r["product"])],
+                                       times[key])
+            r["torch_over_jax"], r["torch_over_jax_iqr"] = med, [q1, q3]
 
     _print_table(console, results, backends, side, steps, rounds)
     if out_path is not None:
@@ -162,7 +164,7 @@ def _print_table(console, results, backends, side, steps, rounds) -> None:
         table.add_column(f"{bk} GFLOP/s", justify="right")
     both = {"torch", "jax"} <= set(backends)
     if both:
-        table.add_column("torch / JAX", justify="right")
+        table.add_column("torch / JAX\n[IQR]", justify="right")
     by = {(r["batch"], r["channels"], r["backend"], r["product"]): r for r in results}
     for b, c in dict.fromkeys((r["batch"], r["channels"]) for r in results):
         for op in PRODUCTS:
@@ -171,7 +173,9 @@ def _print_table(console, results, backends, side, steps, rounds) -> None:
                 r = by[(b, c, bk, op)]
                 row += [f"{r['ms']:.2f}", f"{r['gflops']:.1f}"]
             if both:
-                row.append(f"{by[(b, c, 'torch', op)]['torch_over_jax']:.2f}")
+                r = by[(b, c, "torch", op)]
+                q1, q3 = r["torch_over_jax_iqr"]
+                row.append(f"{r['torch_over_jax']:.2f} [{q1:.2f}-{q3:.2f}]")
             table.add_row(*row)
         total = {bk: sum(by[(b, c, bk, op)]["ms"] for op in PRODUCTS)
                  for bk in backends}
@@ -184,5 +188,6 @@ def _print_table(console, results, backends, side, steps, rounds) -> None:
     table.caption = ("forward: F.conv2d / lax.conv_general_dilated; grad_input and grad_weight: "
                      "the backward products autograd and jax.vjp run (torch: "
                      "aten.convolution_backward). FLOPs 2 B H W C^2 9 each. Results of the two "
-                     "backends checked equal before timing.")
+                     "backends checked equal before timing. torch / JAX: median and quartiles of "
+                     "the per-round ratios; 'all three': ratio of the summed medians.")
     console.print(table)
