@@ -32,9 +32,11 @@ from zoo.registry import BACKENDS, ZooError, get_info, resolve_options
 RUNS_ROOT = Path("results/runs")
 # backbones whose torch runs compile under compile="auto": there torch.compile makes a step
 # 1.3x (free-mlp) to 2.0x (helmholtz-mlp, stein-mlp) faster (width 128, batch 512;
-# results/bench/train-mlp-compile.json) for 2-30 s of compiling. A 16-channel UNet (batch 64)
-# gained 1.1-1.25x on free-unet for 90-150 s of compiling, and energysq-unet had not compiled
-# after 10 minutes: not worth it there. And only runs of COMPILE_MIN_STEPS or more: the time
+# results/bench/train-mlp-compile.json) for 2-30 s of compiling. The images suite's UNet
+# (16 channels, batch 64) gains 1.22-1.27x per step (energy, helmholtz, qc, stein: medians of
+# per-round eager / compiled ratios), which puts torch level with JAX, but compiling a head takes
+# 6-13 minutes (on a loaded 2-core host), about what 6000 steps (the suite's UNet runs) save: off
+# there, `--compile on` for longer runs. And only runs of COMPILE_MIN_STEPS or more: the time
 # saved pays for the compiling about twice over.
 COMPILE_AUTO = ("mlp",)
 COMPILE_MIN_STEPS = 5000
