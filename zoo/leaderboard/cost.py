@@ -22,12 +22,21 @@ from zoo.registry import ZooError
 class Bench:
     path: str  # as printed (relative to the working directory); several joined by ", "
     record: dict  # the first record (its machine)
-    cost: dict  # (field, backend) -> {"ms", "iqr", "ratio", "floor", "options", "batch", "data"}
+    cost: dict  # (field, backend) -> {"ms", "iqr", "ratio", "ratio_iqr", "floor", "options",
+    # "batch", "data"}
     records: list = field(default_factory=list)  # (path, record) of every record read
 
 
 def _num(x) -> float | None:
     return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+def _pair(x) -> tuple[float, float] | None:
+    """A record's [q1, q3] of paired per-round ratios (records made before them have none)."""
+    if isinstance(x, list | tuple) and len(x) == 2:
+        q = tuple(_num(v) for v in x)
+        return None if None in q else q
+    return None
 
 
 def _read_one(path: Path) -> tuple[str, dict, dict]:
@@ -53,6 +62,7 @@ def _read_one(path: Path) -> tuple[str, dict, dict]:
                                  "record; time the fields as training runs them, --compile auto)")
             cost[key] = {
                 "ms": ms, "iqr": _num(r.get("iqr_ms")), "ratio": _num(r.get("ratio_to_free")),
+                "ratio_iqr": _pair(r.get("ratio_iqr")),
                 "floor": _num(r.get("flop_ratio_to_free")), "options": r.get("options"),
                 "batch": s["batch"], "data": s["data"]}
         if not isinstance(m, dict) or not cost:
@@ -118,6 +128,8 @@ def header_line(b: Bench | None) -> str:
     return ("**Cost.** From " + "; ".join(_settings(p, rec) for p, rec in b.records)
             + f"; machine {' / '.join(sorted(machines))}. ms/step: median over rounds (IQR); "
             "×free: ratio to free-<backbone> on the same backend"
+            + (" (median of the per-round ratios [their quartiles])"
+               if any(c.get("ratio_iqr") for c in b.cost.values()) else "")
             + ("; FLOP ×free: the same ratio of the FLOPs one step takes (its arithmetic "
                "floor), so ×free / FLOP ×free near 1 means the head costs what its arithmetic "
                "does" if floor else "") + ".")
@@ -161,7 +173,9 @@ def cost_lines(b: Bench | None, archs: list[str]) -> list[str]:
                 cells += ["–"] * len(titles)
                 continue
             iqr = f" ({c['iqr']:.2f})" if c["iqr"] is not None else ""
-            cells += [f"{c['ms']:.2f}{iqr}", f"{c['ratio']:.2f}" if c["ratio"] else "–"]
+            spread = (f" [{c['ratio_iqr'][0]:.2f}-{c['ratio_iqr'][1]:.2f}]"
+                      if c.get("ratio_iqr") and c["ratio"] != 1.0 else "")
+            cells += [f"{c['ms']:.2f}{iqr}", f"{c['ratio']:.2f}{spread}" if c["ratio"] else "–"]
             if floor:
                 cells.append(f"{c['floor']:.2f}" if c["floor"] else "–")
         out.append("| " + " | ".join(cells) + " |")
