@@ -161,14 +161,15 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     ``options``: field options for every field (e.g. {"width": 128}, as a suite's); ``out``: write
     the JSON record there (see the module docstring); ``compile``: torch fields' steps as
     a long training run takes them ("auto": zoo.train.COMPILE_AUTO), all compiled ("on"), all
-    eager ("off"), or each both ways side by side ("both"). Returns one dict per (field, backend, compiled):
-    field, backend, compiled (torch.compile'd step, JAX: jitted, so None), backbone, options,
-    ms_per_step (median block), iqr_ms, ratio_to_free (to free on the same backbone, backend and
-    compiled: the median of the per-round ratios, ``paired_ratio``; None without a free field on
-    that backbone and backend) and ratio_iqr, ms_per_round; on torch rows of fields timed in
-    both backends, torch_over_jax (paired the same way) and torch_over_jax_iqr; flops (one step, counted
-    as zoo.flops says: matrix products in torch, every op in XLA), dot_flops (matrix products
-    only; JAX: those of the jaxpr, before XLA's optimisations), flop_ratio_to_free,
+    eager ("off"), or each both ways side by side ("both"). Returns one dict per (field,
+    backend, compiled): field, backend, compiled (torch.compile'd step, JAX: jitted, so None),
+    backbone, options, ms_per_step (median block), iqr_ms, ratio_to_free (to free on the same
+    backbone, backend and compiled: the median of the per-round ratios, ``paired_ratio``; None
+    without a free field on that backbone and backend) and ratio_iqr, ms_per_round; on torch
+    rows of fields timed in both backends, torch_over_jax (paired the same way) and
+    torch_over_jax_iqr; flops (one step, counted as zoo.flops says: matrix products in torch,
+    every op in XLA), dot_flops (matrix products only; JAX: those of the jaxpr, before XLA's
+    optimisations), flop_ratio_to_free,
     dot_flop_ratio_to_free, time_over_floor (ratio_to_free / flop_ratio_to_free), gflops
     (flops / median step time), gemm_fraction (gflops / the GEMM's rate on that backend).
     """

@@ -96,9 +96,9 @@ def bench_conv(sizes: list[tuple[int, int]], backends: list[str], *, side: int =
     block, ``rounds`` interleaved rounds. Prints a table; ``out`` writes a JSON record.
 
     Returns one dict per (size, backend, product): batch, channels, side, backend, product,
-    ms (median block / steps), iqr_ms, ms_per_round, flops, gflops; and per (size, product) with both torch
-    and JAX, "torch_over_jax" and "torch_over_jax_iqr" on the torch row (the per-round time ratios'
-    median and quartiles, ``zoo.bench.paired_ratio``).
+    ms (median block / steps), iqr_ms, ms_per_round, flops, gflops; and per (size, product)
+    with both torch and JAX, "torch_over_jax" and "torch_over_jax_iqr" on the torch row (median
+    and quartiles of the per-round time ratios, ``zoo.bench.paired_ratio``).
     """
     console, out_path = report_setup(show, out, "conv.json", 100)
     for name, v in (("side", side), ("steps", steps), ("rounds", rounds)):
@@ -132,15 +132,12 @@ def bench_conv(sizes: list[tuple[int, int]], backends: list[str], *, side: int =
     for (b, c, bk, op), ts in times.items():
         q1, med, q3 = _quartiles(ts)
         flops = 2 * b * side * side * c * c * 9
-        results.append({"batch": b, "channels": c, "side": side, "backend": bk, "product": op,
-                        "ms": med, "iqr_ms": q3 - q1, "ms_per_round": ts, "flops": flops,
-                        "gflops": flops / med / 1e6})
-    for r in results:  # torch over JAX, paired per round
-        key = (r["batch"], r["channels"], "jax", r["product"])
-        if r["backend"] == "torch" and key in times:
-            q1, med, q3 = paired_ratio(times[(r["batch"], r["channels"], "torch", r["product"])],
-                                       times[key])
-            r["torch_over_jax"], r["torch_over_jax_iqr"] = med, [q1, q3]
+        r = {"batch": b, "channels": c, "side": side, "backend": bk, "product": op, "ms": med,
+             "iqr_ms": q3 - q1, "ms_per_round": ts, "flops": flops, "gflops": flops / med / 1e6}
+        if bk == "torch" and (b, c, "jax", op) in times:  # torch over JAX, paired per round
+            q1, ratio, q3 = paired_ratio(ts, times[(b, c, "jax", op)])
+            r["torch_over_jax"], r["torch_over_jax_iqr"] = ratio, [q1, q3]
+        results.append(r)
 
     _print_table(console, results, backends, side, steps, rounds)
     if out_path is not None:

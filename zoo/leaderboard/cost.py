@@ -129,7 +129,7 @@ def header_line(b: Bench | None) -> str:
             + f"; machine {' / '.join(sorted(machines))}. ms/step: median over rounds (IQR); "
             "×free: ratio to free-<backbone> on the same backend"
             + (" (median of the per-round ratios [their quartiles])"
-               if any(c.get("ratio_iqr") for c in b.cost.values()) else "")
+               if any(c["ratio_iqr"] for c in b.cost.values()) else "")
             + ("; FLOP ×free: the same ratio of the FLOPs one step takes (its arithmetic "
                "floor), so ×free / FLOP ×free near 1 means the head costs what its arithmetic "
                "does" if floor else "") + ".")
@@ -174,7 +174,7 @@ def cost_lines(b: Bench | None, archs: list[str]) -> list[str]:
                 continue
             iqr = f" ({c['iqr']:.2f})" if c["iqr"] is not None else ""
             spread = (f" [{c['ratio_iqr'][0]:.2f}-{c['ratio_iqr'][1]:.2f}]"
-                      if c.get("ratio_iqr") and c["ratio"] != 1.0 else "")
+                      if c["ratio_iqr"] and c["ratio"] != 1.0 else "")
             cells += [f"{c['ms']:.2f}{iqr}", f"{c['ratio']:.2f}{spread}" if c["ratio"] else "–"]
             if floor:
                 cells.append(f"{c['floor']:.2f}" if c["floor"] else "–")
