@@ -615,3 +615,19 @@ def test_quiet_fields_are_named_beside_their_own_free_field():
         "FD ODE for energysq-dit" + one,
         "- **digits**: no difference from free-unet beyond both the seed spread and 2 floor std "
         "on FD ODE for energysq-unet, stein-unet" + one]
+
+
+def test_suite_records_leave_out_compile_comparisons(tmp_path):
+    """`zoo leaderboard --suite S` reads results/bench/S-*.json for its cost columns; a
+    `--compile both` record there (each torch field timed eager and compiled) is a comparison,
+    not a run's cost, so it is left out instead of refused; an unreadable one stays, to be
+    reported when read."""
+    from zoo.leaderboard.cost import suite_records
+    _write(tmp_path / "images-unet.json", BENCH)
+    _write(tmp_path / "images-unet-compile.json",
+           {**BENCH, "settings": {**BENCH["settings"], "compile": "both"}})
+    (tmp_path / "images-bad.json").write_text("{")
+    _write(tmp_path / "standard-mlp.json", BENCH)
+    assert [p.name for p in suite_records(tmp_path, "images")] == ["images-bad.json",
+                                                                   "images-unet.json"]
+    assert [p.name for p in suite_records(tmp_path, "quick")] == []

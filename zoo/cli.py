@@ -572,7 +572,8 @@ def sweep_cmd(suite_name, suite_file, seeds, backend_list, jobs, runs_root, plug
 @click.option("--bench", "bench_path", metavar="PATH",
               help="`zoo bench train --out` record(s) for the cost columns, comma-separated "
               "(e.g. one per backbone of the suite, each with its options), or 'none' "
-              "[default: the suite's own records, results/bench/SUITE-*.json, else "
+              "[default: the suite's own records, results/bench/SUITE-*.json except "
+              "`--compile both` ones, else "
               "results/bench/train-mlp.json when it exists, else no cost columns].")
 @click.option("--suite-file", type=click.Path(dir_okay=False),
               help="TOML file defining the suite (to count the runs it defines).")
@@ -593,8 +594,10 @@ def leaderboard_cmd(suite_name, runs_dir, out, bench_path, suite_file, no_figure
     runs_dir = runs_dir or str(Path("results/runs") / suite_name)
     out = out or ("results" if suite_name == "standard" else str(Path("results") / suite_name))
     if bench_path is None:
-        # a suite's own records (results/bench/SUITE-*.json: one per backbone), else the MLPs'
-        own = sorted(DEFAULT_BENCH.parent.glob(f"{suite_name}-*.json"))
+        # a suite's own records (results/bench/SUITE-*.json: one per backbone; not the
+        # `--compile both` comparisons), else the MLPs'
+        from zoo.leaderboard.cost import suite_records
+        own = suite_records(DEFAULT_BENCH.parent, suite_name)
         bench_path = ([str(p) for p in own] if own else
                       DEFAULT_BENCH if DEFAULT_BENCH.is_file() else None)
     elif bench_path.strip().lower() == "none":

@@ -93,6 +93,21 @@ def read_bench(path: str | Path | list, out_dir: str | Path) -> Bench:
     return Bench(", ".join(n for n, _ in records), records[0][1], cost, records)
 
 
+def suite_records(bench_dir: str | Path, suite: str) -> list[Path]:
+    """A suite's own cost records, ``bench_dir/SUITE-*.json``, leaving out ``--compile both``
+    records: they time each torch field two ways to compare them, which is not what a run of
+    the suite costs. A file that cannot be read is kept, so that reading it says what is wrong."""
+    out = []
+    for p in sorted(Path(bench_dir).glob(f"{suite}-*.json")):
+        try:
+            both = json.loads(p.read_text())["settings"]["compile"] == "both"
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+            both = False
+        if not both:
+            out.append(p)
+    return out
+
+
 def _machine(rec: dict) -> str:
     m, v = rec["machine"], rec.get("versions", {})
     cpu = m.get("cpu") or "unknown CPU"
