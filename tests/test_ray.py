@@ -73,9 +73,14 @@ def local_ray():
     """One local Ray for the whole module: 2 CPUs, no GPU (so GPU requests are refused the same
     way on every machine), no dashboard. A sweep in this process joins it instead of starting
     its own, and leaves it running."""
-    # "local": a new instance, never one found on the machine (RAY_ADDRESS, the last cluster)
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
-             log_to_driver=False)
+    from zoo.sweep.executors import _worker_niceness
+
+    # "local": a new instance, never one found on the machine (RAY_ADDRESS, the last cluster);
+    # its workers at this process's priority, as a sweep's own local Ray has them (at Ray's
+    # default nice 15 they wait behind the other pytest-xdist worker)
+    with _worker_niceness(None):
+        ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
+                 log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -117,6 +122,26 @@ def _without_timings(board: Path) -> tuple[list[str], list[dict]]:
 
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_local_ray_workers_run_at_the_drivers_priority(local_ray, monkeypatch):
+    """Ray starts workers at nice 15 unless told otherwise; a sweep's own local Ray tells it 0
+    (relative: the driver's priority), keeps a user's RAY_worker_niceness, and leaves a cluster
+    joined by address alone."""
+    from zoo.sweep.executors import _worker_niceness
+
+    niceness = ray.remote(lambda: os.nice(0))  # pickled by value: the worker needs no tests/
+    assert ray.get(niceness.remote()) == os.nice(0)
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    with _worker_niceness(None):
+        assert os.environ["RAY_worker_niceness"] == "0"
+    assert "RAY_worker_niceness" not in os.environ
+    with _worker_niceness("10.0.0.1:6379"):
+        assert "RAY_worker_niceness" not in os.environ
+    monkeypatch.setenv("RAY_worker_niceness", "7")
+    with _worker_niceness(None):
+        assert os.environ["RAY_worker_niceness"] == "7"
+    assert os.environ["RAY_worker_niceness"] == "7"
 
 
 def test_ray_gives_the_local_engines_runs_and_leaderboard(local_ray, suite_file, tmp_path, capsys):
