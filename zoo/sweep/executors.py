@@ -257,7 +257,7 @@ def _worker_niceness(address: str | None):
 
     The runs are the work the user asked for; at nice 15 any other process on the machine
     (a local sweep, a build) takes their CPU first (measured: a run's imports 3-4x slower beside
-    one busy nice-10 process). A value the user set in RAY_worker_niceness is kept; a cluster
+    two busy nice-10 sweeps). A value the user set in RAY_worker_niceness is kept; a cluster
     joined by address keeps its own setting.
     """
     if address is not None or "RAY_worker_niceness" in os.environ:
