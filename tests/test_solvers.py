@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -187,14 +189,23 @@ def test_bridge_and_diffrax_agree(method):
 @pytest.mark.parametrize("name", ["free-mlp", "energy-mlp"])
 @pytest.mark.parametrize("method,steps", [("rk4", 40), ("dopri5", None)])
 def test_same_field_in_both_backends_samples_identically(name, method, steps):
-    """The 'sampled identically' guarantee: same weights, same solver, torch vs JAX (float32)."""
+    """The 'sampled identically' guarantee: same weights, same solver, torch vs JAX (float32).
+
+    On a fixed grid the two differ by float32 rounding only. An adaptive solver accepts or
+    rejects a step by comparing a float32 error estimate with rtol, so rounding can change the
+    step sequence (free-mlp, dopri5: 332 field evaluations in torch, 302 in JAX on one machine,
+    284 in float64); both then sit within the solver's tolerance of the float64 path, and so of
+    each other, not within rounding.
+    """
     xT = torch.as_tensor(x_T(6, 256).astype(np.float32))
     ft = TorchFieldFn(build(name, "torch", dtype="float32"), (2,))
     fj = JaxFieldFn(build(name, "jax", dtype="float32"), (2,))
     kw = {"steps": steps} if steps else {}
     xt, _ = te.sample_ode(ft, SCHED, xT, method=method, **kw)
     xj, _ = te.sample_ode(fj, SCHED, xT, method=method, **kw)
-    assert (xt - xj).abs().max().item() / xt.abs().max().item() < 1e-5
+    rtol = inspect.signature(te.sample_ode).parameters["rtol"].default
+    bound = 2e-6 if steps else 5 * rtol
+    assert (xt - xj).abs().max().item() / xt.abs().max().item() < bound
 
 
 @pytest.mark.parametrize("engine", ["torch", "diffrax"])
