@@ -105,7 +105,9 @@ def _samples(plt, data: str, have: dict, path: Path) -> bool:
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
-            if pts is None:
+            if pts is None:  # no complete, current run in this backend: say so, not a blank
+                ax.text(0.5, 0.5, "not in the table", ha="center", va="center", fontsize=8,
+                        color="0.5", transform=ax.transAxes)
                 continue
             if image:  # an 8 x 8 grid of images
                 from zoo.sampling import tile
