@@ -291,6 +291,34 @@ def test_bench_check_record(tmp_path, capsys, one_torch_thread):
     assert by[("free-mlp", "torch")]["code_uses"] == "loop"
 
 
+# ----------------------------------------------------------------------------- bench sample
+
+
+def test_bench_sample_record(tmp_path, capsys, one_torch_thread):
+    """`zoo bench sample --out` at tiny sizes: a row per field, backend and solver with its NFE,
+    and for the trainable JAX field the DLPack bridge against diffrax at the same NFE (the
+    number of Euler steps) as per-round ratio quartiles, with issue 15's target."""
+    rec = tmp_path / "sample.json"
+    code, out, err = run(["bench", "sample", "--pattern", "free-mlp", "--n", "16", "--steps",
+                          "3", "--sde-steps", "3", "--rounds", "2", "--out", str(rec)], capsys)
+    assert code == 0, err
+    assert "DLPack bridge overhead" in out
+    r = json.loads(rec.read_text())
+    assert r["kind"] == "zoo bench sample"
+    assert set(r) >= {"date", "settings", "machine", "versions", "results", "how", "target",
+                      "bridge_overhead"}
+    assert r["target"] == {"bridge_over_diffrax": 1.2}
+    rows = {(x["field"], x["solver"]): x for x in r["results"]}
+    assert set(rows) == {(f"free-mlp ({b})", s) for b in ("torch", "jax")
+                         for s in ("ode dopri5", "ode rk4 x3", "sde euler x3")} | {
+        ("free-mlp (jax)", "bridge: ode euler x3"), ("free-mlp (jax)", "diffrax: ode euler x3")}
+    assert rows[("free-mlp (jax)", "ode rk4 x3")]["nfe"] == 12  # 4 stages x 3 steps
+    assert all(_finite_positive(x["wall_s"]) for x in rows.values())
+    b = r["bridge_overhead"]["free-mlp (jax)"]
+    assert b["nfe"] == 3 == rows[("free-mlp (jax)", "diffrax: ode euler x3")]["nfe"]
+    assert b["ratio_iqr"][0] <= b["ratio"] <= b["ratio_iqr"][1] and _finite_positive(b["ratio"])
+
+
 # ----------------------------------------------------------------------------- bench scaling
 
 
@@ -377,6 +405,9 @@ BAD_BENCH = [
     ["bench", "conv", "--sizes", "8y8"],
     ["bench", "conv", "--sizes", "0x4"],
     ["bench", "conv", "--backends", "mxnet"],
+    ["bench", "sample", "--pattern", "nope-*"],
+    ["bench", "sample", "--n", "0"],
+    ["bench", "sample", "--backends", "mxnet"],
 ]
 
 

@@ -763,13 +763,20 @@ def bench_memory_cmd(pattern, backend_list, batch, data, steps, opts, out_path) 
 @click.option("--steps", default=100, show_default=True, type=POSITIVE_INT,
               help="Steps of the fixed-step ODE runs.")
 @click.option("--sde-steps", default=200, show_default=True, type=POSITIVE_INT)
-@click.option("--rounds", default=3, show_default=True, type=POSITIVE_INT)
-def bench_sample_cmd(pattern, backend_list, n, steps, sde_steps, rounds) -> None:
-    """NFE and wall time per field and solver; the DLPack bridge's overhead over diffrax."""
+@click.option("--rounds", default=3, show_default=True, type=POSITIVE_INT,
+              help="Interleaved rounds; medians and per-round ratios are reported.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Also write a JSON record there, e.g. results/bench/sample.json.")
+def bench_sample_cmd(pattern, backend_list, n, steps, sde_steps, rounds, out_path) -> None:
+    """NFE and wall time per field and solver (fresh float32 fields, N points of 2-D noise):
+    dopri5, rk4 and the reverse SDE (Euler) through torchdiffeq/torchsde for each backend's
+    field, and for trainable JAX fields the DLPack bridge's overhead: the same field through
+    torchdiffeq and natively through diffrax, fixed-step Euler, same NFE (issue 15's target:
+    at most 1.2x)."""
     from zoo.bench import bench_sample
 
     bench_sample(pattern, _backends(backend_list), n=n, rounds=rounds, steps=steps,
-                 sde_steps=sde_steps)
+                 sde_steps=sde_steps, out=out_path)
 
 
 @bench.command("check")
