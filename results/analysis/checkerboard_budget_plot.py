@@ -9,25 +9,17 @@ JSON; writes checkerboard-budget.png beside this file.
     .venv/bin/python results/analysis/checkerboard_budget_plot.py
 """
 
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from gmmd_budget_plot import curve  # noqa: E402  (the same reading of a curve.json, beside this file)
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE.parents[1] / "results/runs/standard/checkerboard"
 PROBE = HERE / "checkerboard-budget/300k"
-METRIC = "trimmed_log_density"
-
-
-def curve(path: Path) -> tuple[list[int], list[float], tuple[float, float]]:
-    points = json.loads(path.read_text())["points"]
-    m = points[-1]["metrics"][METRIC]
-    return ([p["step"] for p in points], [p["metrics"][METRIC]["value"] for p in points],
-            (m["floor_mean"], m["floor_std"]))
 
 
 def main() -> None:
