@@ -474,17 +474,16 @@ def bench_sample(pattern: str, backends: list[str], *, n: int, rounds: int, step
             over.add_row(key[0], f"{med:.2f} [{q1:.2f}-{q3:.2f}]", str(nfes[key]))
     console.print(over)
     if out_path is not None:
-        _write_record(out_path, "zoo bench sample", {"pattern": pattern, "backends": backends, "n": n,
-                                            "rounds": rounds, "steps": steps,
-                                            "sde_steps": sde_steps, "dtype": "float32"},
-                      res["cases"], {
-                          "bridge_overhead": res["bridge_overhead"],
-                          "how": "fresh float32 fields (initial weights), N points of standard "
-                                 "normal noise in 2-D, the OU schedule; every case timed once "
-                                 "per round, rounds interleaved, after one warm-up call each "
-                                 "(compiles); wall_s is the median over rounds; the bridge "
-                                 "ratio is the median [quartiles] of the per-round ratios of "
-                                 "torchdiffeq (through DLPack) over diffrax, Euler, same NFE",
-                          "target": {"bridge_over_diffrax": BRIDGE_TARGET}})
+        settings = {"pattern": pattern, "backends": backends, "n": n, "rounds": rounds,
+                    "steps": steps, "sde_steps": sde_steps, "dtype": "float32"}
+        _write_record(out_path, "zoo bench sample", settings, res["cases"], {
+            "bridge_overhead": res["bridge_overhead"],
+            "how": "fresh float32 fields (initial weights), N points of standard "
+                   "normal noise in 2-D, the OU schedule; every case timed once "
+                   "per round, rounds interleaved, after one warm-up call each "
+                   "(compiles); wall_s is the median over rounds; the bridge "
+                   "ratio is the median [quartiles] of the per-round ratios of "
+                   "torchdiffeq (through DLPack) over diffrax, Euler, same NFE",
+            "target": {"bridge_over_diffrax": BRIDGE_TARGET}})
         console.print(f"wrote {out_path}")
     return res
