@@ -1,4 +1,4 @@
-"""The oracle experiment (zoo/oracle.py): error fields checked against their defining equations.
+"""The oracle experiment (zoo/oracle/): error fields checked against their defining equations.
 
 - ``stein`` errors satisfy div(rho_t e) = div e + S . e = 0 (autodiff divergence, float64) to
   rounding, relative to the size of the two terms, while divfree / generic / gradient errors do

@@ -137,7 +137,7 @@ def leaderboard_cmd(suite_name, runs_dir, out, bench_path, suite_file, no_figure
 @click.option("--magnitudes", default="0.05,0.1,0.2,0.5,1.0", show_default=True,
               help="Comma-separated relative error sizes m = sqrt(E|e|^2 / E|S|^2) (every t).")
 @click.option("--kinds", default="none,gradient,divfree,stein,generic", show_default=True,
-              help="Comma-separated error kinds (see zoo/oracle.py).")
+              help="Comma-separated error kinds (see zoo/oracle/perturbations.py).")
 @click.option("--n", "n", default=2000, show_default=True, type=POSITIVE_INT,
               help="Samples per cell, and reference points of rho_t_min.")
 @click.option("--seeds", default=2, show_default=True, type=POSITIVE_INT,
