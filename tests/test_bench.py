@@ -1,4 +1,4 @@
-"""FLOPs of a training step (zoo.flops) against hand counts from the layer sizes, and the FLOP
+"""FLOPs of a training step (zoo.bench.flops) against hand counts from the layer sizes, and the FLOP
 and GEMM columns of `zoo bench train`'s record; `zoo bench check` (its row-loop Jacobian against
 the vectorised one) and `zoo bench scaling` at tiny sizes."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import B, build, rel, run
 
-from zoo.flops import jaxpr_product_flops, products, step_flops
+from zoo.bench.flops import jaxpr_product_flops, products, step_flops
 from zoo.registry import ZooError
 from zoo.train import TrainConfig, draw_batch, make_trainer
 
@@ -237,7 +237,7 @@ def test_loop_jacobian_equals_the_vectorised_one(name, backend, one_torch_thread
     """The baseline of `bench check` (one VJP per output row, in a Python loop) and the
     vectorised Jacobian (vmapped jacrev; torch: one batched reverse pass) agree to 1e-10 in
     float64, and with the backend's Jacobian (what zoo check runs), on a 5-D field."""
-    from zoo.bench_check import loop_jacobian, vectorised_jacobian
+    from zoo.bench.check import loop_jacobian, vectorised_jacobian
 
     d, n = 5, 7
     f = build(name, backend, dim=d, dtype="float64")
@@ -374,7 +374,7 @@ def test_paired_ratio_cancels_drift_between_rounds():
 
 def test_superlinear_flag():
     """A time ratio above 1.2 x the size ratio between consecutive sizes is flagged."""
-    from zoo.bench_scaling import _result, flag_lines
+    from zoo.bench.scaling import _result, flag_lines
 
     def case(ms):
         return {"times": [ms / 1e3] * 3, "counted": {"flops": 1e6, "dot_flops": 1e6},
@@ -434,7 +434,7 @@ def test_bench_conv_times_the_same_products_in_both_backends(tmp_path, capsys, m
     """`zoo bench conv`: forward, input and weight gradient of a 3x3 conv per size and backend,
     FLOPs by hand, the torch / JAX ratio, a record; the backends' results are compared first,
     and a backend computing something else is refused before anything is timed or written."""
-    from zoo import bench_conv as bc
+    from zoo.bench import conv as bc
 
     out = tmp_path / "conv.json"
     code, stdout, _ = run(["bench", "conv", "--sizes", "4x3,2x5", "--side", "6", "--steps", "1",

@@ -393,7 +393,7 @@ def test_peak_rss_sees_a_step_s_activations():
 def test_bench_memory_record(tmp_path, capsys):
     """`zoo bench memory` measures each field in its own process: a parent holding a large
     array does not show up in the children's numbers (ru_maxrss would inherit it)."""
-    from zoo.bench import _hwm_mib
+    from zoo.bench.common import hwm_mib
 
     hold = np.ones(2**30 // 8)  # 1 GiB resident in this process
     rec = tmp_path / "memory.json"
@@ -406,7 +406,7 @@ def test_bench_memory_record(tmp_path, capsys):
     by = {x["field"]: x for x in r["results"]}
     assert set(by) == {"free-mlp"}
     assert by["free-mlp"]["ratio_to_free"] == 1.0 and by["free-mlp"]["options"]["width"] == 8
-    parent = _hwm_mib()  # > 1 GiB; a child that inherited it would report at least as much
+    parent = hwm_mib()  # > 1 GiB; a child that inherited it would report at least as much
     for x in by.values():
         assert 0 < x["built_mib"] <= x["peak_mib"] < parent - 512, (x, parent)
     assert hold.sum() == 2**27  # held until here

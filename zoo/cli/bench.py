@@ -143,7 +143,7 @@ def bench_check_cmd(pattern, backend_list, data, n, t, probes, rounds, dtype, op
 
     The times include NAsym from the Jacobians (as zoo check computes it).
     """
-    from zoo.bench_check import bench_check
+    from zoo.bench.check import bench_check
 
     bench_check(pattern, backends(backend_list), data=data, n=n, t=t, probes=probes,
                 rounds=rounds, dtype=dtype, options=parse_options(opts), seed=seed, out=out_path)
@@ -186,7 +186,7 @@ def bench_scaling_cmd(field_list, backend_list, batches, dim, dims, batch, steps
 
     The plot (with --out) draws ms/step against both, log-log, one line per field and backend.
     """
-    from zoo.bench_scaling import bench_scaling
+    from zoo.bench.scaling import bench_scaling
 
     fields = [f.strip() for f in field_list.split(",") if f.strip()]
     bench_scaling(fields, backends(backend_list), batches=int_list("batches", batches),
@@ -214,7 +214,7 @@ def bench_conv_cmd(sizes, side, backend_list, steps, rounds, out_path) -> None:
 
     The two backends' results are compared on the same numbers before timing.
     """
-    from zoo.bench_conv import bench_conv, parse_sizes
+    from zoo.bench.conv import bench_conv, parse_sizes
 
     bench_conv(parse_sizes(sizes), backends(backend_list), side=side, steps=steps,
                rounds=rounds, out=out_path)

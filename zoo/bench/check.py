@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo import backends
-from zoo.bench import _quartiles, _write_record, report_setup
+from zoo.bench.common import quartiles, report_setup, write_record
 from zoo.registry import ZooError, entries, resolve_options
 
 TARGET = {"loop_over_vectorised": 10.0, "d": 64, "n": 256}  # issue 15
@@ -221,7 +221,7 @@ def bench_check(patterns: str, backend_list: list[str], *, data: str = "gmm-d64"
     console.print(_table(results, title=f"NAsym of {n} points, {ds.name} (d = {ds.dim}), "
                          f"t = {t}, {dtype}, {rounds} rounds"))
     if out_path is not None:
-        _write_record(out_path, "zoo bench check", {
+        write_record(out_path, "zoo bench check", {
             "pattern": patterns, "backends": list(backend_list), "data": ds.name, "d": ds.dim,
             "n": n, "t": t, "probes": probes, "rounds": rounds, "dtype": dtype,
             "options": dict(options or {}), "seed": seed, "device": "cpu",
@@ -242,7 +242,7 @@ def _result(c: dict, d: int, probes: int, floor: float) -> dict:
            "d": d, "code_uses": CODE_USES[info.backend],
            "ms_per_round": {k: [1e3 * x for x in ts] for k, ts in c["times"].items()}}
     for k, ts in c["times"].items():
-        q1, med, q3 = _quartiles(ts)
+        q1, med, q3 = quartiles(ts)
         row[f"ms_{k}"], row[f"iqr_{k}"] = 1e3 * med, 1e3 * (q3 - q1)
     row["speedup_loop_over_vectorised"] = row["ms_loop"] / row["ms_vectorised"]
     exact, hutch = v["vectorised"]["nasym"], v["hutchinson"]

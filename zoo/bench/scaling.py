@@ -1,6 +1,6 @@
 """``zoo bench scaling``: training-step time of the MLP fields against the batch (at a fixed d)
 and against d (data gmm-dN, at a fixed batch), blocks of steps of every case interleaved
-round-robin (medians over rounds), with the FLOPs of one step (zoo.flops), so each point reads as
+round-robin (medians over rounds), with the FLOPs of one step (zoo.bench.flops), so each point reads as
 ms/step, GFLOP/s and ms per 1000 examples; a log-log plot beside the JSON record.
 
 Growth faster than linear is flagged: between consecutive sizes of a sweep, a time ratio above
@@ -14,8 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from zoo import flops as fl
-from zoo.bench import _quartiles, _sync, _write_record, report_setup
+from zoo.bench import flops as fl
+from zoo.bench.common import quartiles, report_setup, sync, write_record
 from zoo.registry import ZooError
 from zoo.train import TrainConfig, draw_batch, make_trainer
 
@@ -41,7 +41,7 @@ def bench_scaling(fields: list[str], backend_list: list[str], *, batches=(64, 25
 
     Returns one dict per (sweep, field, backend, size): sweep ("batch" or "d"), field, backend,
     batch, d, data, options, ms_per_step (median block), iqr_ms, ms_per_round, flops and
-    dot_flops (one step, as zoo.flops counts them), gflops, ms_per_1k_examples, and against the
+    dot_flops (one step, as zoo.bench.flops counts them), gflops, ms_per_1k_examples, and against the
     previous size of the sweep (None for the first): size_ratio, time_ratio, superlinear.
     """
 
@@ -69,7 +69,7 @@ def bench_scaling(fields: list[str], backend_list: list[str], *, batches=(64, 25
                     trainer, ds, rng = make_trainer(cfg)  # validates the field and options
                     blocks = [draw_batch(rng, ds, cfg) for _ in range(steps)]
                     counted = fl.step_flops(trainer, blocks[0], backend)  # torch: takes a step
-                    _sync(trainer.step(blocks[0]))  # compile / warm up
+                    sync(trainer.step(blocks[0]))  # compile / warm up
                     cases[(field, backend, b, d)] = {
                         "trainer": trainer, "batches": blocks, "counted": counted,
                         "data": ds.name, "options": dict(cfg.options), "times": []}
@@ -79,7 +79,7 @@ def bench_scaling(fields: list[str], backend_list: list[str], *, batches=(64, 25
                 t0 = time.perf_counter()
                 for blk in c["batches"]:
                     loss = c["trainer"].step(blk)
-                _sync(loss)
+                sync(loss)
                 c["times"].append((time.perf_counter() - t0) / steps)
     results = []
     for sweep, pts in sweeps.items():
@@ -99,7 +99,7 @@ def bench_scaling(fields: list[str], backend_list: list[str], *, batches=(64, 25
         console.print(line)
     if out_path is not None:
         png = out_path.with_suffix(".png")
-        _write_record(out_path, "zoo bench scaling", {
+        write_record(out_path, "zoo bench scaling", {
             "fields": list(fields), "backends": list(backend_list), "batches": batches,
             "dims": dims, "dim": dim, "batch": batch, "data": "gmm-d{d}", "steps": steps,
             "rounds": rounds, "options": dict(options or {}), "device": "cpu",
@@ -115,7 +115,7 @@ def bench_scaling(fields: list[str], backend_list: list[str], *, batches=(64, 25
 
 def _result(c: dict, sweep: str, field: str, backend: str, b: int, d: int,
             prev: dict | None) -> dict:
-    q1, med, q3 = _quartiles(c["times"])
+    q1, med, q3 = quartiles(c["times"])
     n = c["counted"]
     size = b if sweep == "batch" else d
     row = {"sweep": sweep, "field": field, "backend": backend, "batch": b, "d": d,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.bench import _quartiles, _write_record, paired_ratio, report_setup
+from zoo.bench.common import paired_ratio, quartiles, report_setup, write_record
 from zoo.registry import ZooError
 
 PRODUCTS = ("forward", "grad_input", "grad_weight")
@@ -98,7 +98,7 @@ def bench_conv(sizes: list[tuple[int, int]], backends: list[str], *, side: int =
     Returns one dict per (size, backend, product): batch, channels, side, backend, product,
     ms (median block / steps), iqr_ms, ms_per_round, flops, gflops; and per (size, product)
     with both torch and JAX, "torch_over_jax" and "torch_over_jax_iqr" on the torch row (median
-    and quartiles of the per-round time ratios, ``zoo.bench.paired_ratio``).
+    and quartiles of the per-round time ratios, ``zoo.bench.common.paired_ratio``).
     """
     console, out_path = report_setup(show, out, "conv.json", 100)
     for name, v in (("side", side), ("steps", steps), ("rounds", rounds)):
@@ -130,7 +130,7 @@ def bench_conv(sizes: list[tuple[int, int]], backends: list[str], *, side: int =
 
     results = []
     for (b, c, bk, op), ts in times.items():
-        q1, med, q3 = _quartiles(ts)
+        q1, med, q3 = quartiles(ts)
         flops = 2 * b * side * side * c * c * 9
         r = {"batch": b, "channels": c, "side": side, "backend": bk, "product": op, "ms": med,
              "iqr_ms": q3 - q1, "ms_per_round": ts, "flops": flops, "gflops": flops / med / 1e6}
@@ -144,7 +144,7 @@ def bench_conv(sizes: list[tuple[int, int]], backends: list[str], *, side: int =
         settings = {"sizes": [list(s) for s in sizes], "side": side, "backends": backends,
                     "steps": steps, "rounds": rounds, "interleaved": True,
                     "conv": "3x3, stride 1, padding 1, NCHW, float32, C -> C"}
-        _write_record(out_path, "conv", settings, results)
+        write_record(out_path, "conv", settings, results)
         console.print(f"wrote {out_path}")
     return results
 
