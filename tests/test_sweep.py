@@ -224,7 +224,17 @@ def test_a_worker_loads_all_its_code_when_it_starts():
 
     names = set(preload_code())
     assert {"solvers.torch_engine", "solvers.diffrax_engine", "zoo.sampling", "zoo.curves",
-            "zoo.diagnostics", "zoo.evaluate", "fields.jax.heads", "fields.torch.heads"} <= names
+            "zoo.diagnostics", "zoo.evaluate", "fields.jax.heads", "fields.torch.heads",
+            "zoo.cli.suite"} <= names
+    # a __main__ module is a program: a worker that imported `zoo.cli.__main__` ran the sweep
+    # again with the driver's argv, whose pool spawned a worker that did the same (it happened)
+    assert not any(n.endswith(".__main__") for n in names)
+
+
+def test_importing_the_cli_main_module_runs_nothing():
+    import importlib
+
+    importlib.import_module("zoo.cli.__main__")  # without its guard: main() -> SystemExit
 
 
 def test_a_busy_machine_gets_a_hint_before_threads_oversubscribe_it():

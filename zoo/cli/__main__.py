@@ -2,4 +2,5 @@
 
 from zoo.cli import main
 
-main()
+if __name__ == "__main__":  # importing this module (e.g. a sweep worker's preload) runs nothing
+    main()

@@ -74,7 +74,8 @@ def preload_code() -> list[str]:
     otherwise be read from the tree as it is when first needed: a source edit during a sweep
     then gives a worker new modules beside old ones (it happened: a new solver returning three
     values under an old caller expecting two failed a run after 4000 s of training). Loaded up
-    front, a worker runs the code of the moment it started. Optional extras (Ray) are skipped.
+    front, a worker runs the code of the moment it started. Optional extras (Ray) are skipped,
+    and so are ``__main__`` modules: importing one runs its program.
     """
     import importlib
     import pkgutil
@@ -82,6 +83,8 @@ def preload_code() -> list[str]:
     names = []
     for pkg in ("fields", "solvers", "zoo"):
         for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
+            if info.name.rpartition(".")[2] == "__main__":
+                continue  # a program (`python -m zoo.cli`), not a library: importing runs it
             try:
                 importlib.import_module(info.name)
             except ImportError:
