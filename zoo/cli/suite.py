@@ -12,7 +12,7 @@ from zoo.registry import ZooError
 
 @click.command("sweep")
 @click.option("--suite", "suite_name", default="quick", show_default=True,
-              help="quick (free, energy, energysq on gmm8 at 30000 steps + a torch twin, ~12 min), "
+              help="quick (free, energy, energysq on gmm8 at 30000 steps + a torch twin, 5-12 min), "
               "standard (every MLP field, all 2-D datasets + gmm-d, 3 seeds, 30000 steps; "
               "checkerboard 100000), "
               "images (every UNet and DiT field on digits and digits-gmm, 6000 steps (DiT: "

@@ -38,10 +38,10 @@ SUITES: dict[str, dict] = {
         # the standard budget, so its verdicts are the standard suite's: at fewer steps energy-mlp
         # is still a ring (it leaves that plateau between 16000 and 20000 steps on gmm8). The
         # two-part heads and qc cost 3.4-3.7x free per step (results/bench/train-mlp.json), which
-        # would more than double its twelve minutes; the standard suite has them.
+        # would more than double its 5-12 minutes; the standard suite has them.
         "description": "free-mlp, energy-mlp and energysq-mlp on gmm8 at the standard budget "
                        "(30000 steps), JAX, with a torch twin of free-mlp for parity, 1 seed "
-                       "(about 12 minutes on 2 cores)",
+                       "(5-12 minutes on 2 cores)",
         "fields": ["free-mlp", "energy-mlp", "energysq-mlp"], "datasets": ["gmm8"], "seeds": 1,
         "backends": ["jax", "torch"], "backend_fields": {"torch": ["free-mlp"]},
         "train": {"steps": 30000},
