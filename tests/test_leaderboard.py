@@ -617,6 +617,41 @@ def test_quiet_fields_are_named_beside_their_own_free_field():
         "on FD ODE for energysq-unet, stein-unet" + one]
 
 
+def test_summary_names_runaway_and_memorising_fields():
+    """A field whose FD interval spans zero because a few runaway samples blow FD up is still
+    named, by its off-range share (floor 0 ± 0: any share above 0); a field copying training
+    images is named by its memorised share above floor + 2 std; fields at their floors are not."""
+    from types import SimpleNamespace
+
+    from zoo.leaderboard.summary import Comparison, summary_lines
+
+    def row(arch, off, memo, seeds=(0, 1, 2)):
+        return SimpleNamespace(arch=arch, seeds=list(seeds), backend="jax",
+                               stats={"offrange_ode": off, "memo_ode": memo})
+
+    ds = SimpleNamespace(name="digits", verdict=["fd_ode"], floors={
+        "offrange_ode": (0.0, 0.0), "memo_ode": (0.053, 0.013)},
+        rows=[row("free-unet", (0.0, 0.0), (0.012, 0.004)),
+              row("energy-unet", (0.046, 0.026), (0.020, 0.01)),
+              row("free-mlp", (0.0, 0.0), (0.150, 0.02), seeds=(0,))])
+    # FD: 34563 ± 30000 against 7.1 ± 1.9 over 3 seeds, an interval that spans zero: no call
+    comps = [Comparison(data="digits", arch="energy-unet", ref="free-unet", key="fd_ode",
+                        backend="jax", seeds=[0, 1, 2], a=(34563.0, 30000.0), b=(7.1, 1.9),
+                        diff={"mean": 34556.0}, floor_std=1.45, judged={"called": False})]
+    lines = summary_lines({"digits": ds}, comps)
+    assert lines[0].startswith("- **digits**: no difference from free-unet") and lines[0].endswith(
+        "on FD ODE for energy-unet.")
+    assert lines[1].startswith("- **digits**: runaway samples") and lines[1].endswith(
+        "is 0.046 ± 0.026 for energy-unet (3 jax seeds), against a floor of 0.000 ± 0.000: "
+        "more than 2 floor std above it.")
+    assert "free-unet" not in lines[1] and "free-mlp" not in lines[1]
+    assert lines[2].startswith("- **digits**: memorisation") and "0.150 for free-mlp (1 jax " \
+        "seed)" in lines[2] and "energy-unet" not in lines[2] and len(lines) == 3
+    # no spread on a nonzero floor: nothing to judge by, no line
+    ds.floors["memo_ode"] = (0.053, 0.0)
+    assert len(summary_lines({"digits": ds}, comps)) == 2
+
+
 def test_suite_records_leave_out_compile_comparisons(tmp_path):
     """`zoo leaderboard --suite S` reads results/bench/S-*.json for its cost columns; a
     `--compile both` record there (each torch field timed eager and compiled) is a comparison,

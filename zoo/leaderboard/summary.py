@@ -122,7 +122,7 @@ def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison],
                   moving: set[tuple[str, str, str]] = frozenset()) -> list[str]:
     """The Summary: called differences (with a caveat where a compared field's learning curve,
     ``moving``: (data, arch, curve metric), has not levelled off), the quiet fields, and the
-    memorising ones."""
+    fields whose samples run off the data's range or copy training images."""
     out = []
     for name, ds in datasets.items():
         mine = [c for c in comps if c.data == name]
@@ -154,7 +154,7 @@ def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison],
             out.append(f"- **{name}**: no difference from {ref} beyond both the seed "
                        f"spread and 2 floor std on {titles} for {', '.join(quiet)}{one}.")
     for ds in datasets.values():
-        out += _memorising(ds)
+        out += _runaway(ds) + _memorising(ds)
     return out
 
 
@@ -162,18 +162,36 @@ def _memorising(ds: Dataset) -> list[str]:
     """A line naming the fields whose ODE samples copy training images: memorised share above
     its floor by more than 2 floor std. FD cannot see copying (copies of real images score like
     real images), so a field that memorises must not pass for a good one on FD alone."""
-    fl = ds.floors.get("memo_ode")
-    if not fl or fl[0] is None or not fl[1]:
-        return []
+    return _above_floor(ds, "memo_ode",
+                        "memorisation, which FD cannot see (copies of training images score "
+                        "like real ones): the share of ODE samples nearer a training image "
+                        "than 95% of held-out images are is")
+
+
+def _runaway(ds: Dataset) -> list[str]:
+    """A line naming the fields whose ODE samples run off the data's range (a pixel beyond
+    |x| > 2; real images: none). A few such samples move FD by orders of magnitude from seed to
+    seed, so a t-interval over 3 seeds of FD spans zero and makes no call: the share is what
+    shows the failure."""
+    return _above_floor(ds, "offrange_ode",
+                        "runaway samples, which a few-seed interval on FD cannot bound (a few "
+                        "of them move FD by orders of magnitude): the share of ODE samples "
+                        "with a pixel beyond |x| > 2 is")
+
+
+def _above_floor(ds: Dataset, key: str, what: str) -> list[str]:
+    """One line naming the rows whose ``key`` lies above its floor by more than 2 floor std
+    (a floor of 0 ± 0: above 0), with their values and seeds."""
+    fl = ds.floors.get(key)
+    if not fl or fl[0] is None or fl[1] is None or (not fl[1] and fl[0]):
+        return []  # no floor, or a nonzero floor without its spread: nothing to judge by
     limit = fl[0] + K_FLOOR * fl[1]
-    hits = [r for r in ds.rows if "memo_ode" in r.stats and r.stats["memo_ode"][0] > limit]
+    hits = [r for r in ds.rows if key in r.stats and r.stats[key][0] > limit]
     if not hits:
         return []
-    fmt = COLUMNS["memo_ode"].fmt
-    return [f"- **{ds.name}**: memorisation, which FD cannot see (copies of training images "
-            f"score like real ones): the share of ODE samples nearer a training image than 95% "
-            f"of held-out images are is "
-            + ", ".join(f"{_ms(r.stats['memo_ode'], fmt, len(r.seeds))} for {r.arch} "
+    fmt = COLUMNS[key].fmt
+    return [f"- **{ds.name}**: {what} "
+            + ", ".join(f"{_ms(r.stats[key], fmt, len(r.seeds))} for {r.arch} "
                         f"({len(r.seeds)} {r.backend} seed{'s' if len(r.seeds) > 1 else ''})"
                         for r in hits)
             + f", against a floor of {fl[0]:{fmt}} ± {fl[1]:{fmt}}: more than 2 floor std "
