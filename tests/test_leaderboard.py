@@ -504,24 +504,26 @@ def _image_run(root: Path, arch: str, seed: int, fd: float, memo: float,
 
 
 def test_image_datasets_get_the_classifier_columns_and_fd_verdict(tmp_path):
-    """digits: FD ODE carries the verdict, memorisation and every loop family are columns, and
-    a field 10 FD floor std worse than free over 3 seeds is called."""
+    """digits: FD ODE and memorisation carry the verdict (FD cannot see copies), every loop
+    family is a column, and a field 10 FD floor std worse than free over 3 seeds, copying
+    training images 6x as often, is called on both."""
     root = tmp_path / "runs"
     for s in range(3):
         _image_run(root, "free-unet", s, fd=8.0 + 0.1 * s, memo=0.05)
         _image_run(root, "energysq-unet", s, fd=24.0 + 0.2 * s, memo=0.30)
     r = write_leaderboard(root / "images", tmp_path / "out", figures=False)
     ds = r["datasets"]["digits"]
-    assert ds.image and not ds.closed and ds.verdict == ("fd_ode",)
+    assert ds.image and not ds.closed and ds.verdict == ("fd_ode", "memo_ode")
     md = _section(r["markdown"], "digits")
-    assert "Verdict: FD ODE." in md
+    assert "Verdict: FD ODE and memorised." in md
     for title in ("FD ODE", "FD SDE", "memorised", "bits/dim", "circ interp", "circ interp-proj",
                   "KL class"):
         assert f"| {title} |" in md, title
     assert ds.row("energysq-unet").stats["circ_iproj"][0] == pytest.approx(0.05)
     assert ds.row("free-unet").stats["bpd"][0] == pytest.approx(0.8)
     called = [c for c in r["comparisons"] if c.judged["called"]]
-    assert [(c.arch, c.key) for c in called] == [("energysq-unet", "fd_ode")]
+    assert [(c.arch, c.key) for c in called] == [("energysq-unet", "fd_ode"),
+                                                 ("energysq-unet", "memo_ode")]
     summary = _section(r["markdown"], "Summary")
     assert "energysq-unet" in summary
     # energysq-unet copies (memorised 0.30 against a floor of 0.05 +- 0.018): said in words,
@@ -543,7 +545,7 @@ def test_latent_rows_stand_in_the_digits_section(tmp_path):
         _image_run(root, "energysq-mlp", s, fd=30.0 + 0.3 * s, memo=0.02, data="latent-digits")
     r = write_leaderboard(root / "images", tmp_path / "out", figures=False)
     lat = r["datasets"]["latent-digits"]
-    assert lat.image and lat.pixel == "digits" and lat.verdict == ("fd_ode",)
+    assert lat.image and lat.pixel == "digits" and lat.verdict == ("fd_ode", "memo_ode")
     md = r["markdown"]
     assert "\n## latent-digits\n" not in md
     sec = _section(md, "digits")
@@ -555,7 +557,10 @@ def test_latent_rows_stand_in_the_digits_section(tmp_path):
     assert "| bits/dim |" in head  # the pixel rows have it; the latent rows show –
     assert lat.row("free-mlp").stats.get("bpd") is None
     called = [(c.data, c.arch, c.ref) for c in r["comparisons"] if c.judged["called"]]
-    assert called == [("latent-digits", "energysq-mlp", "free-mlp")]
+    assert called == [("latent-digits", "energysq-mlp", "free-mlp")]  # FD; memorised: equal
+    summary = _section(md, "Summary")
+    assert ("no difference from free-mlp beyond both the seed spread and 2 floor std on "
+            "memorised for energysq-mlp.") in summary
 
 
 def test_several_bench_records_and_the_flop_floor_column(tmp_path):

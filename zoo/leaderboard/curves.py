@@ -17,7 +17,7 @@ from zoo.leaderboard.collect import Run
 
 # the curve metric (eval.json name) of each sample verdict column
 CURVE_METRIC = {"logpt_ode": "trimmed_log_density", "logp_ode": "mean_log_density",
-                "mmd_ode": "mmd_rbf", "fd_ode": "fd"}
+                "mmd_ode": "mmd_rbf", "fd_ode": "fd", "memo_ode": "memorised"}
 
 
 @dataclass

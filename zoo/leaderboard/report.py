@@ -108,7 +108,8 @@ def header(datasets: dict[str, Dataset], runs: list[Run], bench: C.Bench | None,
             f"classifier trained deterministically on the digits train split and shipped with "
             f"the package (sha256-checked; `zoo classifier check`): **{t['fd_ode']}** is the "
             f"Fréchet distance in its 32 penultimate features (torchmetrics' FID with that "
-            f"network, float64; the verdict where no density is known), against the whole "
+            f"network, float64; the verdict where no density is known, with memorised beside it, "
+            f"since copies of training images score like real ones on FD), against the whole "
             f"digits test split (digits-gmm: fresh mixture draws), its floor the same statistic "
             f"of training images (digits) or fresh draws (digits-gmm). KL class: KL(sample class "
             f"histogram || data's class shares); H class its entropy (log 10 = 2.303 is "
@@ -215,6 +216,13 @@ def _section_tail(ds: Dataset, comps: list[S.Comparison], runs: list[Run],
                 "which it stays within 1 floor std of its final value:", ""]
         out += [plateau_line(c, CURVE_METRIC[key], COLUMNS[key].title, COLUMNS[key].fmt)
                 for c in curves]
+        # the other verdict metrics the curves carry (memorisation on images), the same way
+        for key in ds.verdict[1:]:
+            m = CURVE_METRIC.get(key)
+            if m is None or not any(m in c.mean for c in curves):
+                continue
+            out += ["", f"The same curves, {COLUMNS[key].title}:", ""]
+            out += [plateau_line(c, m, COLUMNS[key].title, COLUMNS[key].fmt) for c in curves]
     problems = problem_lines(ds)
     if problems:
         out += ["", "Failed, incomplete or stale (not in the table):", ""] + problems

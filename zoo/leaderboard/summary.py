@@ -143,16 +143,22 @@ def summary_lines(datasets: dict[str, Dataset], comps: list[Comparison],
                 why = f"no field shares a complete seed with its free field on {titles}"
             out.append(f"- **{name}**: {why}.")
             continue
-        # one line per reference: a dataset with two backbones pairs each with its own free field
+        # one line per reference (a dataset with two backbones pairs each with its own free
+        # field) and per set of quiet fields: the metrics on which the same fields had no call
         for ref in sorted({c.ref for c in mine}):
-            quiet = sorted({c.arch for c in mine if c.ref == ref} - {c.arch for c in called})
-            if not quiet:
-                continue
-            ns = sorted({len(c.seeds) for c in mine if c.arch in quiet})
-            one = (" (one seed: seed variance unknown, judged against the floor only)"
-                   if ns == [1] else "")
-            out.append(f"- **{name}**: no difference from {ref} beyond both the seed "
-                       f"spread and 2 floor std on {titles} for {', '.join(quiet)}{one}.")
+            by_quiet: dict[tuple[str, ...], list[str]] = {}
+            for key in ds.verdict:
+                on = [c for c in mine if c.ref == ref and c.key == key]
+                quiet = tuple(sorted(c.arch for c in on if not c.judged["called"]))
+                if quiet:
+                    by_quiet.setdefault(quiet, []).append(COLUMNS[key].title)
+            for quiet, keys in by_quiet.items():
+                ns = sorted({len(c.seeds) for c in mine if c.arch in quiet})
+                one = (" (one seed: seed variance unknown, judged against the floor only)"
+                       if ns == [1] else "")
+                out.append(f"- **{name}**: no difference from {ref} beyond both the seed "
+                           f"spread and 2 floor std on {', '.join(keys)} for "
+                           f"{', '.join(quiet)}{one}.")
     for ds in datasets.values():
         out += _runaway(ds) + _memorising(ds)
     return out

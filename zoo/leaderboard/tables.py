@@ -90,7 +90,9 @@ CSV_KEYS = list(COLUMNS)
 FLOOR_KEYS = [k for k in CSV_KEYS if k not in _CONS_ALL]  # metrics with a real-vs-real floor
 VERDICT_CLOSED = ("logpt_ode", "nll")
 VERDICT_OPEN = ("mmd_ode",)
-VERDICT_IMAGE = ("fd_ode",)
+# images: FD, and memorisation beside it where the samples can copy a training set (digits, its
+# latents): copies of training images score like real ones on FD, so FD alone cannot carry it
+VERDICT_IMAGE = ("fd_ode", "memo_ode")
 BACKENDS_ORDER = ("jax", "torch")  # ties between backends go to the first
 
 
@@ -159,7 +161,7 @@ class Dataset:
 
 def verdict_of(closed: bool, image: bool) -> tuple[str, ...]:
     """The verdict columns: where the density is known its log-density and NLL (images too:
-    digits-gmm), else FD-digits on images and MMD on points."""
+    digits-gmm), else FD-digits and memorisation on images and MMD on points."""
     if closed:
         return VERDICT_CLOSED
     return VERDICT_IMAGE if image else VERDICT_OPEN
