@@ -671,3 +671,22 @@ def test_suite_records_leave_out_compile_comparisons(tmp_path):
     assert [p.name for p in suite_records(tmp_path, "images")] == ["images-bad.json",
                                                                    "images-unet.json"]
     assert [p.name for p in suite_records(tmp_path, "quick")] == []
+
+
+def test_curve_panels_draw_each_datasets_verdict_metrics():
+    """The learning-curve figure draws what carries the verdict: FD and memorised on digits,
+    log rho and FD on digits-gmm, log rho and MMD on mixtures, MMD and precision on points."""
+    from zoo.leaderboard.figures import _wide, curve_panels
+    from zoo.leaderboard.tables import Dataset
+
+    def names(closed, image):
+        return [n for n, _ in curve_panels(Dataset("d", closed, [], {}, [], image=image))]
+
+    assert names(False, True) == ["fd", "memorised"]
+    assert names(True, True) == ["trimmed_log_density", "fd"]
+    assert names(True, False) == ["trimmed_log_density", "mmd_rbf"]
+    assert names(False, False) == ["mmd_rbf", "precision"]
+    # a log axis only where values span > 30x and none is 0
+    assert _wide([1e4, 20.0]) and _wide([-2000.0, 18.0])
+    assert not _wide([-3.8, -1.7]) and not _wide([0.0, 0.01, 0.3])
+    assert not _wide([0.05, 1e-4, -5e-4])  # MMD near its floor: linear

@@ -141,18 +141,16 @@ def _curves(plt, ds: Dataset, runs: list[Run], path: Path) -> bool:
     curves = field_curves(runs, ds.name)
     if not curves:
         return False
-    key = ds.verdict[0] if ds.verdict[0] in CURVE_METRIC else "logpt_ode"
-    metrics = [(CURVE_METRIC[key], COLUMNS[key].title.replace(" ODE", ""))]
-    metrics.append(("mmd_rbf", "MMD") if key != "mmd_ode" else ("precision", "precision"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (name, title) in zip(axes, metrics):
-        floor = None
+    for ax, (name, title) in zip(axes, curve_panels(ds)):
+        floor, seen = None, []
         for i, c in enumerate(curves):
             if name not in c.mean:
                 continue
             steps = np.asarray(c.steps, float)
             keep = steps > 0  # log x
             m, s = c.mean[name][keep], c.sd[name][keep]
+            seen.extend(m[np.isfinite(m)])
             colour = plt.cm.tab10(i % 10)
             ax.plot(steps[keep], m, "-o", ms=3, color=colour,
                     label=f"{c.arch} [{c.backend}, {len(c.seeds)} seed"
@@ -164,12 +162,43 @@ def _curves(plt, ds: Dataset, runs: list[Run], path: Path) -> bool:
             ax.axhspan(floor[0] - floor[1], floor[0] + floor[1], color="k", alpha=0.12, lw=0)
             ax.axhline(floor[0], color="k", lw=0.8, ls=":", label="real data (floor ± std)")
         ax.set_xscale("log")
+        if _wide(seen):  # runaway early points (FD 1e7, log rho -2000) flatten the rest
+            if min(seen) > 0:
+                ax.set_yscale("log")
+            else:
+                ax.set_yscale("symlog", linthresh=1.0)
         ax.set_xlabel("training step")
         ax.set_title(f"{title} of ODE samples", fontsize=10)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{ds.name}: learning curves (mean ± std over seeds)")
     _save(fig, path)
     return True
+
+
+def curve_panels(ds: Dataset) -> list[tuple[str, str]]:
+    """The two metrics a dataset's learning-curve figure draws (eval.json name, title): its
+    first verdict metric, then the second where it has a sample one (images: memorised), else
+    FD on images and MMD (precision where MMD is the verdict) on points."""
+    keys = [k for k in ds.verdict if k in CURVE_METRIC][:2]
+    if len(keys) < 2:
+        keys.append("fd_ode" if ds.image and keys[0] != "fd_ode" else None)
+    panels = [(CURVE_METRIC[k], COLUMNS[k].title.replace(" ODE", "")) for k in keys if k]
+    if len(panels) < 2:
+        panels.append(("mmd_rbf", "MMD") if keys[0] != "mmd_ode" else ("precision", "precision"))
+    return panels
+
+
+def _wide(values) -> bool:
+    """Whether values, none of them 0 (a share of 0 has no place on a log axis), span more
+    than 30x in magnitude, so a linear axis would hide the late, small differences a reader
+    looks for; values of both signs only beyond |v| = 30, where the symlog axis (linear
+    within +-1) draws decades (MMD's unbiased estimate dips below 0 near the floor and stays
+    linear)."""
+    v = np.asarray(values, float)
+    a = np.abs(v)
+    if a.size < 2 or a.min() == 0 or a.max() / a.min() <= 30.0:
+        return False
+    return v.min() > 0 or a.max() > 30.0
 
 
 def _floor_gap(ds: Dataset, row) -> float | None:
