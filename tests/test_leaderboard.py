@@ -676,7 +676,7 @@ def test_suite_records_leave_out_compile_comparisons(tmp_path):
 def test_curve_panels_draw_each_datasets_verdict_metrics():
     """The learning-curve figure draws what carries the verdict: FD and memorised on digits,
     log rho and FD on digits-gmm, log rho and MMD on mixtures, MMD and precision on points."""
-    from zoo.leaderboard.figures import _wide, curve_panels
+    from zoo.leaderboard.figures import _linthresh, _wide, curve_panels
     from zoo.leaderboard.tables import Dataset
 
     def names(closed, image):
@@ -690,3 +690,7 @@ def test_curve_panels_draw_each_datasets_verdict_metrics():
     assert _wide([1e4, 20.0]) and _wide([-2000.0, 18.0])
     assert not _wide([-3.8, -1.7]) and not _wide([0.0, 0.01, 0.3])
     assert not _wide([0.05, 1e-4, -5e-4])  # MMD near its floor: linear
+    # a symlog axis is linear out to the floor's far edge, so late points near it are resolved
+    assert _linthresh((18.474, 0.325)) == pytest.approx(18.799)
+    assert _linthresh((-2.217, 0.007)) == pytest.approx(2.224)
+    assert _linthresh(None) == 1.0 and _linthresh((0.2, 0.1)) == 1.0

@@ -165,8 +165,8 @@ def _curves(plt, ds: Dataset, runs: list[Run], path: Path) -> bool:
         if _wide(seen):  # runaway early points (FD 1e7, log rho -2000) flatten the rest
             if min(seen) > 0:
                 ax.set_yscale("log")
-            else:
-                ax.set_yscale("symlog", linthresh=1.0)
+            else:  # linear out to the floor, where the late points approach it
+                ax.set_yscale("symlog", linthresh=_linthresh(floor), linscale=2.0)
         ax.set_xlabel("training step")
         ax.set_title(f"{title} of ODE samples", fontsize=10)
     axes[0].legend(fontsize=7)
@@ -199,6 +199,15 @@ def _wide(values) -> bool:
     if a.size < 2 or a.min() == 0 or a.max() / a.min() <= 30.0:
         return False
     return v.min() > 0 or a.max() > 30.0
+
+
+def _linthresh(floor) -> float:
+    """The symlog axis' linear half-width: out to the floor's far edge (digits-gmm's trimmed
+    log rho: 18.5 + 0.3), so the last points, between early runaways and the floor, are drawn
+    on a linear scale; 1 where there is no floor or it lies within +-1."""
+    if floor is None or not np.isfinite(floor[0]):
+        return 1.0
+    return max(1.0, abs(floor[0]) + abs(floor[1] or 0.0))
 
 
 def _floor_gap(ds: Dataset, row) -> float | None:
