@@ -1,9 +1,9 @@
 """Figure of the checkerboard budget probe: trimmed log rho of ODE samples against training steps.
 
 The standard suite's checkerboard runs (100000 steps, JAX, seeds 0-2) of free-mlp, energysq-mlp
-and energy-mlp, and the probe that trains free-mlp and energysq-mlp (seed 0) on to 300000 steps
+and energy-mlp, and the probe that trains free-mlp and energysq-mlp (seed 0; free-mlp seeds 1-2 too) on to 300000 steps
 with the same settings (a constant learning rate, so up to 100000 steps the probe is the same
-training as the suite's seed-0 run), beside the noise floor of real data. Reads only committed
+training as the suite's run of that seed), beside the noise floor of real data. Reads only committed
 JSON; writes checkerboard-budget.png beside this file.
 
     .venv/bin/python results/analysis/checkerboard_budget_plot.py
@@ -32,11 +32,12 @@ def main() -> None:
             steps, vals, floor = curve(RUNS / f"{arch}-jax-s{s}/curve.json")
             ax.plot(steps, vals, color=colour, lw=1.0, marker=".", ms=3, alpha=0.8,
                     label=f"{arch}, suite, 100000 ({len(seeds)} seeds)" if i == 0 else None)
-        probe = PROBE / f"{arch}-jax-s0-curve.json"
-        if probe.is_file():
-            steps, vals, floor = curve(probe)
+        probes = [s for s in range(3) if (PROBE / f"{arch}-jax-s{s}-curve.json").is_file()]
+        for i, s in enumerate(probes):
+            steps, vals, floor = curve(PROBE / f"{arch}-jax-s{s}-curve.json")
             ax.plot(steps, vals, color=colour, lw=2.0, ls="--", marker="o", ms=4,
-                    label=f"{arch}, probe, 300000 (seed 0)")
+                    label=f"{arch}, probe, 300000 (seed{'s' if len(probes) > 1 else ''} "
+                          f"{','.join(map(str, probes))})" if i == 0 else None)
     if floor is not None:
         m, sd = floor
         ax.axhspan(m - 2 * sd, m + 2 * sd, color="0.85", zorder=0, label="real data ± 2 floor std")
