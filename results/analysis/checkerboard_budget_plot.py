@@ -1,10 +1,10 @@
 """Figure of the checkerboard budget probe: trimmed log rho of ODE samples against training steps.
 
 The standard suite's checkerboard runs (100000 steps, JAX, seeds 0-2) of free-mlp, energysq-mlp
-and energy-mlp, and the probe that trains free-mlp and energysq-mlp (seed 0; free-mlp seeds 1-2 too) on to 300000 steps
-with the same settings (a constant learning rate, so up to 100000 steps the probe is the same
-training as the suite's run of that seed), beside the noise floor of real data. Reads only committed
-JSON; writes checkerboard-budget.png beside this file.
+and energy-mlp, and the probe that trains free-mlp (seeds 0-2) and energysq-mlp (seed 0) on to
+300000 steps with the same settings (a constant learning rate, so up to 100000 steps the probe
+is the same training as the suite's run of that seed), beside the noise floor of real data.
+Reads only committed JSON; writes checkerboard-budget.png beside this file.
 
     .venv/bin/python results/analysis/checkerboard_budget_plot.py
 """
