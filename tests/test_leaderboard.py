@@ -17,7 +17,7 @@ from conftest import run
 
 from zoo import checkpoint
 from zoo.leaderboard import build, collect, read_run, write_leaderboard
-from zoo.leaderboard.curves import plateau
+from zoo.leaderboard.curves import FieldCurve, plateau, plateau_line, still_moving, trend
 from zoo.registry import ZooError
 
 # (data, arch) -> per jax seed: (log rho or None, NLL, MMD). The torch twin of seed s is seed s's
@@ -235,8 +235,8 @@ def test_summary_names_a_clear_difference_and_not_one_within_the_floor(board):
         "-2.150 ± 0.071, difference -1.600, 95% interval [-2.871, -0.329], 2 jax seeds (s0,1); "
         "beyond the seed spread and 2 floor std (0.076): **energy-mlp worse**."
         # energy-mlp's curve still moves at its last step (free-mlp's levels off): a caveat
-        " Not converged: the learning curve of energy-mlp still moves at the last step, so the "
-        "difference may be learning speed, not what the field can represent."]
+        " Not converged: the learning curve of energy-mlp still moves at the end of the budget, "
+        "so the difference may be learning speed, not what the field can represent."]
     # gmm8 NLL (d = +0.02, 2 floor std 0.078) and moons MMD (d = +1.05e-4: its interval
     # excludes 0, but 2 floor std is 1.44e-3) are not called
     assert ("- **gmm8**: no difference from free-mlp beyond both the seed spread and 2 floor std "
@@ -266,8 +266,8 @@ def test_one_seed_says_seed_variance_unknown_and_judges_by_the_floor(tmp_path):
     assert line == ("- **gmm8**, energy-mlp vs free-mlp, trim log ρ ODE (higher is better): -3.800 vs "
                     "-2.100, difference -1.700, seed variance unknown, 1 jax seed (s0); judged "
                     "against the floor only: |d| > 2 floor std (0.076): **energy-mlp worse**. "
-                    "Not converged: the learning curve of energy-mlp still moves at the last "
-                    "step, so the difference may be learning speed, not what the field can "
+                    "Not converged: the learning curve of energy-mlp still moves at the end of "
+                    "the budget, so the difference may be learning speed, not what the field can "
                     "represent.")
     assert ("- **moons**: no difference from free-mlp beyond both the seed spread and 2 floor std "
             "on MMD ODE for energy-mlp (one seed: seed variance unknown, judged against the floor "
@@ -280,6 +280,38 @@ def test_plateau_statements_and_rule():
     assert plateau([-4.0, -2.5, -2.16, -2.15], 0.038) == 2
     assert plateau([1.0, 1.0, 1.0], 0.1) == 0
     assert plateau([-5.0, -4.5, -4.1, -3.75], 0.038) == 3  # still moving
+
+
+def test_trend_is_the_slope_in_log_steps_per_doubling():
+    steps = [500, 1000, 2000, 4000, 8000, 12000, 16000, 20000, 25000, 30000]
+    # v = 40 - 3 ln(step): exactly -3 ln 2 per doubling, whatever the points' spacing
+    assert trend(steps, [40 - 3 * math.log(s) for s in steps]) == pytest.approx(-3 * math.log(2))
+    # only the second half counts: an early collapse does not move it
+    assert trend(steps, [1e3] * 5 + [7.0] * 5) == pytest.approx(0.0, abs=1e-12)
+    # fewer than two points in the second half: the last two (1000 -> 3000 here)
+    assert trend([100, 300, 1000, 3000], [-4.0, -2.5, -2.16, -2.15]) == pytest.approx(
+        0.01 / math.log2(3))
+    assert math.isnan(trend([1000], [1.0])) and math.isnan(trend([1, 2], [1.0, math.nan]))
+
+
+def test_a_curve_that_drifts_below_the_floor_std_per_point_is_not_converged():
+    # free-dit's mean FD on digits (3 seeds, floor std 1.452): each late point falls less than the
+    # floor std's reach of the last one, but the second half falls 7.1 per doubling of the budget
+    steps = [500, 1000, 2000, 4000, 8000, 12000, 16000, 20000, 25000, 30000]
+    fd = [2013.79, 564.18, 219.25, 64.76, 38.14, 29.93, 25.19, 22.24, 19.99, 18.77]
+    c = FieldCurve("digits", "free-dit", "jax", [0, 1, 2], steps, {"fd": np.array(fd)},
+                   {"fd": np.zeros(len(fd))}, {"fd": (4.262, 1.452)})
+    assert plateau(fd, 1.452) == 8  # the last-step rule alone calls it level from 25000
+    assert still_moving(c, "fd")
+    assert plateau_line(c, "fd", "FD ODE", ".2f") == (
+        "- free-dit (3 jax seeds): FD ODE within 1 floor std (1.45) of its final 18.77 from step "
+        "25000, but still drifting: at the rate of the curve's second half it moves by -7.11 per "
+        "doubling of the budget (more than 1 floor std): not converged.")
+    flat = FieldCurve("digits", "free-dit", "jax", [0], steps, {"fd": np.array(fd[:6] + [19.0,
+                      18.9, 18.8, 18.77])}, {"fd": np.zeros(len(fd))}, {"fd": (4.262, 1.452)})
+    assert not still_moving(flat, "fd")
+    assert plateau_line(flat, "fd", "FD ODE", ".2f").startswith(
+        "- free-dit (1 jax seed): levels off from step 16000")
 
 
 def test_learning_curves_in_the_markdown(board):

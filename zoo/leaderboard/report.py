@@ -214,7 +214,9 @@ def _section_tail(ds: Dataset, comps: list[S.Comparison], runs: list[Run],
         link = f"[curves-{name}]({fig})" if fig in figures else "curves"
         out += ["", f"Learning curves{' (latent)' if ds.pixel else ''} ({link}), "
                 f"{COLUMNS[key].title} of the mean curve over seeds; levels off = the step from "
-                "which it stays within 1 floor std of its final value:", ""]
+                "which it stays within 1 floor std of its final value, and the trend of the "
+                "curve's second half (least squares against log step) moves it by less than 1 "
+                "floor std per doubling of the budget:", ""]
         out += [plateau_line(c, CURVE_METRIC[key], COLUMNS[key].title, COLUMNS[key].fmt)
                 for c in curves]
         # the other verdict metrics the curves carry (memorisation on images), the same way

@@ -99,7 +99,7 @@ def interval_text(c: Comparison) -> str:
 
 def line(c: Comparison, moving: tuple[str, ...] = ()) -> str:
     """One summary line: values, difference, interval, seeds, floor, and the call; ``moving``:
-    the compared fields whose learning curve of this metric still moves at the last step."""
+    the compared fields whose learning curve of this metric still moves at the end of the budget."""
     col = COLUMNS[c.key]
     fmt, n = col.fmt, len(c.seeds)
     direction = "higher" if col.better == "max" else "lower"
@@ -111,8 +111,8 @@ def line(c: Comparison, moving: tuple[str, ...] = ()) -> str:
         rule = (f"judged against the floor only: |d| > 2 floor std "
                 f"({K_FLOOR * c.floor_std:{fmt}})")
     caveat = (f" Not converged: the learning curve of {' and '.join(moving)} still moves at "
-              f"the last step, so the difference may be learning speed, not what the field can "
-              f"represent." if moving else "")
+              f"the end of the budget, so the difference may be learning speed, not what the "
+              f"field can represent." if moving else "")
     return (f"- **{c.data}**, {c.arch} vs {c.ref}, {col.title} ({direction} is better): "
             f"{_ms(c.a, fmt, n)} vs {_ms(c.b, fmt, n)}, difference {c.diff['mean']:+{fmt}}, "
             f"{spread}, {_seeds_text(c)}; {rule}: **{c.arch} {c.word}**.{caveat}")

@@ -95,8 +95,10 @@ SUITES: dict[str, dict] = {
                                             "eval_at": CURVE_STEPS}},
         # the DiT learns digits more slowly per step than the UNet: free-dit (JAX, seed 0) at
         # batch 64: FD ODE 78.1 at 4000 steps, 36.1 at 8000, 23.8 at 16000, 20.4 at 20000,
-        # 17.8 at 25000, 17.7 at 30000 (floor std 1.45), levelled off from 25000; at 6000
-        # steps the DiTs were 32-42 and falling, their pairs measured learning speed
+        # 17.8 at 25000, 17.7 at 30000 (floor std 1.45), within 1 floor std from 25000 but
+        # still drifting (seed 0 trained on reaches 13.1 at 100000, results/analysis/
+        # dit-budget.md); at 6000 steps the DiTs were 32-42 and falling, their pairs measured
+        # learning speed
         "backbone_train": {"dit": {"steps": 30000, "eval_at": CURVE_STEPS}},
         "options": {"unet": {"channels": 16}, "dit": {"hidden": 64, "depth": 2}},
         # the reference is digits' whole test split (300 images); NLL on those 300 (dequantised)
