@@ -1,8 +1,8 @@
 """Figure of the checkerboard budget probe: trimmed log rho of ODE samples against training steps.
 
-The standard suite's checkerboard runs (100000 steps, JAX, seeds 0-2) of free-mlp, energysq-mlp
-and energy-mlp, and the probe that trains free-mlp (seeds 0-2) and energysq-mlp (seed 0) on to
-300000 steps with the same settings (a constant learning rate, so up to 100000 steps the probe
+The standard suite's checkerboard runs (100000 steps, JAX, seeds 0-2) of free-mlp, energysq-mlp,
+energy-mlp and qc-mlp, and the probe that trains free-mlp and qc-mlp (seeds 0-2) and energysq-mlp
+(seed 0) on to 300000 steps with the same settings (a constant learning rate, so up to 100000 steps the probe
 is the same training as the suite's run of that seed), beside the noise floor of real data.
 Reads only committed JSON; writes checkerboard-budget.png beside this file.
 
@@ -25,7 +25,8 @@ PROBE = HERE / "checkerboard-budget/300k"
 def main() -> None:
     fig, ax = plt.subplots(figsize=(8, 4.8))
     floor = None
-    colours = {"free-mlp": "k", "energysq-mlp": "tab:blue", "energy-mlp": "tab:orange"}
+    colours = {"free-mlp": "k", "energysq-mlp": "tab:blue", "energy-mlp": "tab:orange",
+               "qc-mlp": "tab:red"}
     for arch, colour in colours.items():
         seeds = [s for s in range(3) if (RUNS / f"{arch}-jax-s{s}/curve.json").is_file()]
         for i, s in enumerate(seeds):
@@ -43,7 +44,7 @@ def main() -> None:
         ax.axhspan(m - 2 * sd, m + 2 * sd, color="0.85", zorder=0, label="real data ± 2 floor std")
     ax.set_xscale("log")
     ax.set_xlim(2e4, 3.3e5)
-    ax.set_ylim(-2.75, -2.19)
+    ax.set_ylim(-2.95, -2.19)
     ax.set_xlabel("training step")
     ax.set_ylabel("trimmed mean log rho of ODE samples (higher is better)")
     ax.set_title("checkerboard: the suite's 100000 steps and the 300000-step probe")
