@@ -2,8 +2,9 @@
 
 The standard suite's checkerboard runs (100000 steps, JAX, seeds 0-2) of free-mlp, energysq-mlp,
 energy-mlp and qc-mlp, and the probe that trains free-mlp and qc-mlp (seeds 0-2) and energysq-mlp
-(seed 0) on to 300000 steps with the same settings (a constant learning rate, so up to 100000 steps the probe
-is the same training as the suite's run of that seed), beside the noise floor of real data.
+(seed 0) on to 300000 steps with the same settings (a constant learning rate, so up to 100000
+steps the probe is the same training as the suite's run of that seed), beside the noise floor of
+real data.
 Reads only committed JSON; writes checkerboard-budget.png beside this file.
 
     .venv/bin/python results/analysis/checkerboard_budget_plot.py
