@@ -68,7 +68,11 @@ def draw(data: str) -> Path:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or list(PROBES):
-        if name not in PROBES:
-            sys.exit(f"probe_plot: no probe figure for {name!r}; choose from {', '.join(PROBES)}")
+    names = sys.argv[1:] or list(PROBES)
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:  # refuse before drawing anything
+        print(f"probe_plot: no probe figure for {unknown[0]!r}; choose from {', '.join(PROBES)}",
+              file=sys.stderr)
+        sys.exit(2)
+    for name in names:
         print(draw(name))
