@@ -5,6 +5,8 @@ git commits. `zoo bench train --out` writes the record the leaderboard reads."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import shutil
@@ -566,6 +568,37 @@ def test_image_datasets_get_the_classifier_columns_and_fd_verdict(tmp_path):
     assert ",fd_ode_mean," in csv_head and ",logpt_ode_mean," not in csv_head
 
 
+def test_fd_is_paired_as_a_ratio_so_runaway_seeds_are_called(tmp_path):
+    """energy-unet's 3 digits seeds (FD 64086, 6087, 33155 against free-unet's 6.69, 9.19, 5.46:
+    a few runaway samples each) are worse on every seed by 3-4 orders of magnitude; the raw
+    differences' t-interval spans 0, the ratio's does not, so the leaderboard calls it, shows the
+    ratio and its interval, and writes them to the CSV. A field within a few percent of free on
+    every seed is not called."""
+    root = tmp_path / "runs"
+    for s, (fr, en, sq) in enumerate([(6.69, 64086.0, 7.40), (9.19, 6087.0, 4.98),
+                                      (5.46, 33155.0, 6.85)]):
+        _image_run(root, "free-unet", s, fd=fr, memo=0.05)
+        _image_run(root, "energy-unet", s, fd=en, memo=0.05)
+        _image_run(root, "energysq-unet", s, fd=sq, memo=0.05)
+    r = write_leaderboard(root / "images", tmp_path / "out", figures=False)
+    by = {(c.arch, c.key): c for c in r["comparisons"]}
+    en, sq = by[("energy-unet", "fd_ode")], by[("energysq-unet", "fd_ode")]
+    assert en.diff["lo"] < 0 < en.diff["hi"]  # the raw interval cannot call it
+    assert en.judged["called"] and not en.better
+    assert math.exp(en.ratio["mean"]) == pytest.approx(
+        (64086 / 6.69 * 6087 / 9.19 * 33155 / 5.46) ** (1 / 3))
+    assert not sq.judged["called"] and sq.ratio["lo"] < 0 < sq.ratio["hi"]
+    summary = _section(r["markdown"], "Summary")
+    line = next(x for x in summary.splitlines() if "energy-unet vs free-unet, FD ODE" in x)
+    assert "field / free ×3.38e+03 (geometric mean over seeds), 95% interval [×" in line
+    assert line.endswith("**energy-unet worse**.")
+    assert "| ratio ×3.38e+03 [×" in _section(r["markdown"], "digits")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    row = next(x for x in rows if x["field"] == "energy-unet")
+    assert float(row["vs_free_fd_ode_ratio"]) == pytest.approx(3.38e3, rel=1e-2)
+    assert row["vs_free_fd_ode_called"] == "worse" and "vs_free_memo_ode_ratio" not in row
+
+
 def test_latent_rows_stand_in_the_digits_section(tmp_path):
     """latent-digits runs (their samples measured decoded) get rows in the digits table, marked
     (latent), under the same columns and floors; no section of their own; paired with
@@ -655,9 +688,9 @@ def test_quiet_fields_are_named_beside_their_own_free_field():
 
 
 def test_summary_names_runaway_and_memorising_fields():
-    """A field whose FD interval spans zero because a few runaway samples blow FD up is still
-    named, by its off-range share (floor 0 ± 0: any share above 0); a field copying training
-    images is named by its memorised share above floor + 2 std; fields at their floors are not."""
+    """A field whose few runaway samples blow FD up is named by its off-range share (floor
+    0 ± 0: any share above 0); a field copying training images is named by its memorised share
+    above floor + 2 std; fields at their floors are not."""
     from types import SimpleNamespace
 
     from zoo.leaderboard.summary import Comparison, summary_lines

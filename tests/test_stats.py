@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zoo.stats import judge, mean_std, paired_by_seed, paired_difference, t_interval
+from zoo.stats import judge, mean_std, paired_by_seed, paired_difference, paired_ratio_by_seed, t_interval
 
 # Student t quantiles, two-sided 95%: t_{0.975, 1} and t_{0.975, 3}; 90%: t_{0.95, 3}
 T975_1, T975_3, T95_3 = 12.706205, 3.182446, 2.353363
@@ -94,3 +94,38 @@ def test_judge_with_one_seed_goes_by_the_floor_alone():
     assert judge(one, floor_std=0.2) == {"called": True, "beyond_floor": True,
                                          "beyond_seeds": None}
     assert judge(one, floor_std=0.3)["called"] is False
+
+
+def test_paired_ratio_is_the_paired_difference_of_logs():
+    # a / b = 2 and 4 on seeds 0, 1 (seed 2 only in a): d = ln 2, ln 4: mean 1.5 ln 2,
+    # sd = ln 2 / sqrt 2, half width = t_{0.975,1} sd / sqrt 2 = 12.706205 ln 2 / 2
+    r = paired_ratio_by_seed({0: 2.0, 1: 8.0, 2: 5.0}, {0: 1.0, 1: 2.0})
+    ln2 = math.log(2.0)
+    assert r["seeds"] == [0, 1] and r["n"] == 2
+    assert r["mean"] == pytest.approx(1.5 * ln2)
+    assert r["sd"] == pytest.approx(ln2 / math.sqrt(2.0))
+    assert r["hi"] - r["mean"] == pytest.approx(T975_1 * ln2 / 2, rel=1e-6)
+    assert math.exp(r["mean"]) == pytest.approx(math.sqrt(8.0))  # the geometric mean ratio
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(ValueError):
+            paired_ratio_by_seed({0: bad}, {0: 1.0})
+
+
+def test_judge_by_the_ratio_spread_calls_a_difference_raw_differences_cannot_bound():
+    # every seed of the field thousands of times free's FD, by varying factors: the raw
+    # differences spread so far that their interval spans 0; the log ratios (9.1, 6.4, 8.7)
+    # do not
+    field, free = [64086.0, 6087.0, 33155.0], [6.69, 9.19, 5.46]
+    d = paired_difference(field, free)
+    assert d["lo"] < 0 < d["hi"]
+    assert judge(d, floor_std=1.45)["called"] is False
+    r = paired_ratio_by_seed(dict(enumerate(field)), dict(enumerate(free)))
+    assert r["lo"] > 0
+    assert judge(d, floor_std=1.45, spread=r) == {"called": True, "beyond_floor": True,
+                                                   "beyond_seeds": True}
+    # the floor test stays on the metric's scale: a 3x ratio of tiny values is not called
+    tiny = paired_difference([0.3, 0.31, 0.29], [0.1, 0.1, 0.1])
+    rt = paired_ratio_by_seed({0: 0.3, 1: 0.31, 2: 0.29}, {0: 0.1, 1: 0.1, 2: 0.1})
+    assert judge(tiny, floor_std=1.45, spread=rt)["called"] is False
+    with pytest.raises(ValueError):
+        judge(d, floor_std=1.45, spread=paired_ratio_by_seed({0: 2.0, 1: 3.0}, {0: 1.0, 1: 1.0}))

@@ -5,6 +5,11 @@ same initial-weight stream, batches and noise, so they are compared *paired*, d_
 the seeds both have, with a Student-t interval from the spread of d over seeds. A difference is
 *called* only when that interval excludes 0 and |mean d| exceeds ``k`` noise-floor stds of the
 metric; with one seed the seed variance is unknown and the floor alone decides.
+
+A metric whose seed-to-seed variation is multiplicative (the Fréchet distance: a few runaway
+samples move it by orders of magnitude) is paired on the ratio scale, log a_s - log b_s
+(``paired_ratio_by_seed``), and that interval decides "beyond the seed spread"; the floor test
+stays on the metric's own scale.
 """
 
 from __future__ import annotations
@@ -64,17 +69,35 @@ def paired_by_seed(a: Mapping[int, float], b: Mapping[int, float],
             "seeds": seeds}
 
 
-def judge(diff: Mapping, floor_std: float, k: float = 2.0) -> dict:
+def paired_ratio_by_seed(a: Mapping[int, float], b: Mapping[int, float],
+                         level: float = 0.95) -> dict | None:
+    """``paired_by_seed`` of the logs, d_s = log a_s - log b_s: the paired comparison of a
+    positive metric on the ratio scale (exp of "mean", "lo", "hi" is the ratio a/b and its
+    interval). None when the maps share no seed; ValueError unless every value is > 0."""
+    seeds = sorted(set(a) & set(b))
+    if not all(math.isfinite(v) and v > 0 for v in [*(a[s] for s in seeds),
+                                                    *(b[s] for s in seeds)]):
+        raise ValueError("paired_ratio_by_seed needs positive finite values")
+    return paired_by_seed({s: math.log(a[s]) for s in seeds}, {s: math.log(b[s]) for s in seeds},
+                          level)
+
+
+def judge(diff: Mapping, floor_std: float, k: float = 2.0, spread: Mapping | None = None) -> dict:
     """Is a paired difference (``paired_difference``'s dict) a called difference?
 
     {"called", "beyond_floor": |mean| > k floor_std, "beyond_seeds": the interval excludes 0
     (None when n = 1: seed variance unknown)}. called = beyond_floor and (beyond_seeds, or
-    n = 1 where the floor alone decides).
+    n = 1 where the floor alone decides). ``spread``: another paired dict of the same seeds whose
+    interval decides beyond_seeds (``paired_ratio_by_seed``'s, for a metric compared as a ratio);
+    default ``diff`` itself.
     """
     beyond_floor = abs(diff["mean"]) > k * floor_std
     if diff["n"] < 2:
         return {"called": bool(beyond_floor), "beyond_floor": bool(beyond_floor),
                 "beyond_seeds": None}
-    beyond_seeds = diff["lo"] > 0 or diff["hi"] < 0
+    spread = diff if spread is None else spread
+    if spread["n"] != diff["n"]:
+        raise ValueError(f"judge: spread over {spread['n']} seeds, difference over {diff['n']}")
+    beyond_seeds = spread["lo"] > 0 or spread["hi"] < 0
     return {"called": bool(beyond_floor and beyond_seeds), "beyond_floor": bool(beyond_floor),
             "beyond_seeds": bool(beyond_seeds)}

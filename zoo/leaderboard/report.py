@@ -148,7 +148,12 @@ def header(datasets: dict[str, Dataset], runs: list[Run], bench: C.Bench | None,
         "the seeds both have complete, in one backend: d_s = field_s − free_s, its mean and 95% "
         "Student-t interval from the seed spread. A difference is called only when the interval "
         f"excludes 0 and |mean d| > {S.K_FLOOR:g} floor std of the metric; with one seed the "
-        "seed variance is unknown and the floor alone decides (the line says so).", "",
+        "seed variance is unknown and the floor alone decides (the line says so)."
+        + (" FD is paired as a ratio: the interval is that of log field_s − log free_s (shown "
+           "as field / free), since a few runaway samples move FD by orders of magnitude from "
+           "seed to seed, and a t-interval of raw differences then spans 0 even when every seed "
+           "is far worse; the floor test stays on FD itself."
+           if any(d.image for d in datasets.values()) else ""), "",
         C.header_line(bench), "",
         "**Other columns.** modes: share of mixture components covered; off-mode: share of "
         "samples in no component. NAsym: ||J − J^T||²/(4||J||²) averaged over t (0 = "
@@ -249,7 +254,7 @@ def render_csv(datasets: dict[str, Dataset], comps: list[S.Comparison],
                 "verdict", *(f"{k}_{s}" for k in keys for s in ("mean", "std")),
                 *(f"floor_{k}_{s}" for k in floor_keys for s in ("mean", "std")),
                 "gap", "gap_seeds",
-                *(f"vs_free_{k}_{s}" for k in vs for s in ("mean", "lo", "hi", "n", "called")),
+                *(f"vs_free_{k}_{s}" for k in vs for s in S.csv_pair(k)),
                 *C.CSV_HEAD])
     by = {(c.data, c.arch, c.key): c for c in comps}
     for name, ds in datasets.items():
@@ -262,7 +267,7 @@ def render_csv(datasets: dict[str, Dataset], comps: list[S.Comparison],
             for k in floor_keys:
                 f = ds.floors.get(k)
                 fl += ["", ""] if f is None else [_g(f[0]), _g(f[1])]
-            pair = [x for k in vs for x in S.csv_fields(by.get((name, r.arch, k)))]
+            pair = [x for k in vs for x in S.csv_fields(by.get((name, r.arch, k)), k)]
             w.writerow([name, r.arch, r.kind, r.backend or "", len(r.seeds), r.seeds_text,
                         r.total, sum(len(s) for s in [r.seeds, *r.others.values()]),
                         ds.verdict[0], *vals, *fl,

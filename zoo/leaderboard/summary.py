@@ -4,7 +4,10 @@ For each field and verdict metric: d_s = field_s - free_s on the seeds both have
 backend (the one with the most shared seeds; ties: JAX), its mean and 95% t-interval
 (``zoo.stats``). A difference is called when the interval excludes 0 and |mean d| > 2 floor std
 of the metric; with one seed the seed variance is unknown and the floor alone decides, and the
-line says so. Fields are named one by one: no group means of unlike heads.
+line says so. FD is paired on the ratio scale (log field_s - log free_s): that interval decides
+"beyond the seed spread", since a few runaway samples move FD by orders of magnitude from seed
+to seed and a t-interval of raw differences then spans 0 even when every seed is far worse.
+Fields are named one by one: no group means of unlike heads.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Comparison:
     diff: dict  # stats.paired_difference + seeds
     floor_std: float
     judged: dict  # stats.judge
+    ratio: dict | None = None  # stats.paired_ratio_by_seed, for a metric compared as a ratio
 
     @property
     def better(self) -> bool:
@@ -75,9 +79,11 @@ def compare(ds: Dataset) -> list[Comparison]:
             if not all(math.isfinite(x) for x in a + f):
                 continue  # non-finite samples: shown in the table, not compared
             d = stats.paired_by_seed(dict(zip(seeds, a)), dict(zip(seeds, f)))
+            r = (stats.paired_ratio_by_seed(dict(zip(seeds, a)), dict(zip(seeds, f)))
+                 if COLUMNS[key].ratio and min(a + f) > 0 else None)
             out.append(Comparison(ds.name, row.arch, ref.arch, key, b, seeds,
                                   stats.mean_std(a), stats.mean_std(f), d, fl[1],
-                                  stats.judge(d, fl[1], K_FLOOR)))
+                                  stats.judge(d, fl[1], K_FLOOR, spread=r), r))
     return out
 
 
@@ -94,7 +100,15 @@ def interval_text(c: Comparison) -> str:
     fmt = COLUMNS[c.key].fmt
     if c.diff["n"] < 2:
         return "seed variance unknown"
+    if c.ratio is not None:
+        return (f"ratio ×{_x(c.ratio['mean'])} [×{_x(c.ratio['lo'])}, "
+                f"×{_x(c.ratio['hi'])}]")
     return f"[{c.diff['lo']:+{fmt}}, {c.diff['hi']:+{fmt}}]"
+
+
+def _x(log_ratio: float) -> str:
+    """exp(log_ratio) to 3 significant figures (a ratio field / free)."""
+    return f"{math.exp(log_ratio):.3g}"
 
 
 def line(c: Comparison, moving: tuple[str, ...] = ()) -> str:
@@ -103,7 +117,13 @@ def line(c: Comparison, moving: tuple[str, ...] = ()) -> str:
     col = COLUMNS[c.key]
     fmt, n = col.fmt, len(c.seeds)
     direction = "higher" if col.better == "max" else "lower"
-    if n > 1:
+    if n > 1 and c.ratio is not None:
+        r = c.ratio
+        spread = (f"field / free ×{_x(r['mean'])} (geometric mean over seeds), 95% interval "
+                  f"[×{_x(r['lo'])}, ×{_x(r['hi'])}]")
+        rule = (f"beyond the seed spread (as a ratio) and 2 floor std "
+                f"({K_FLOOR * c.floor_std:{fmt}})")
+    elif n > 1:
         spread = f"95% interval {interval_text(c)}"
         rule = f"beyond the seed spread and 2 floor std ({K_FLOOR * c.floor_std:{fmt}})"
     else:
@@ -177,12 +197,11 @@ def _memorising(ds: Dataset) -> list[str]:
 def _runaway(ds: Dataset) -> list[str]:
     """A line naming the fields whose ODE samples run off the data's range (a pixel beyond
     |x| > 2; real images: none). A few such samples move FD by orders of magnitude from seed to
-    seed, so a t-interval over 3 seeds of FD spans zero and makes no call: the share is what
-    shows the failure."""
+    seed (which is why FD is paired as a ratio); the share says how many samples fail, which FD
+    alone does not."""
     return _above_floor(ds, "offrange_ode",
-                        "runaway samples, which a few-seed interval on FD cannot bound (a few "
-                        "of them move FD by orders of magnitude): the share of ODE samples "
-                        "with a pixel beyond |x| > 2 is")
+                        "runaway samples (a few of them move FD by orders of magnitude): the "
+                        "share of ODE samples with a pixel beyond |x| > 2 is")
 
 
 def _above_floor(ds: Dataset, key: str, what: str) -> list[str]:
@@ -208,8 +227,10 @@ def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
     mine = [c for c in comps if c.data == ds.name]
     if not mine:
         return []
+    ratio = [COLUMNS[k].title for k in ds.verdict if COLUMNS[k].ratio]
     head = ["field", "metric", "seeds", "field value", "free value", "d = field − free",
-            "95% interval", "2 floor std", "call"]
+            f"95% interval ({', '.join(ratio)}: of field / free)" if ratio else "95% interval",
+            "2 floor std", "call"]
     out = [f"Paired with {mine[0].ref} over seeds (d_s = field_s − free_s, same backend):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in mine:
@@ -221,10 +242,24 @@ def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
     return out
 
 
-def csv_fields(c: Comparison | None) -> list[str]:
-    """mean, lo, hi, n, called (empty strings where there is no comparison)."""
+def csv_pair(key: str) -> tuple[str, ...]:
+    """The CSV columns of one comparison on metric ``key``: the difference's mean and 95%
+    interval, n, the call, and for a metric compared as a ratio the ratio field / free (its
+    geometric mean over seeds) and that ratio's interval."""
+    base = ("mean", "lo", "hi", "n", "called")
+    return base + ("ratio", "ratio_lo", "ratio_hi") if COLUMNS[key].ratio else base
+
+
+def csv_fields(c: Comparison | None, key: str) -> list[str]:
+    """The values of ``csv_pair(key)`` (empty strings where there is no comparison, or a ratio
+    column without one)."""
+    n = len(csv_pair(key))
     if c is None:
-        return [""] * 5
+        return [""] * n
     g = lambda x: "" if not np.isfinite(x) else f"{x:.6g}"  # noqa: E731
-    return [g(c.diff["mean"]), g(c.diff["lo"]), g(c.diff["hi"]), str(c.diff["n"]),
-            c.word if c.judged["called"] else "no"]
+    out = [g(c.diff["mean"]), g(c.diff["lo"]), g(c.diff["hi"]), str(c.diff["n"]),
+           c.word if c.judged["called"] else "no"]
+    if n > len(out):
+        out += ([g(math.exp(c.ratio[k])) for k in ("mean", "lo", "hi")] if c.ratio is not None
+                else [""] * 3)
+    return out

@@ -25,6 +25,10 @@ class Column:
     title: str
     better: str | None  # "min" | "max" | None (no best is marked)
     fmt: str
+    # paired with free on the ratio scale (zoo.stats.paired_ratio_by_seed): a positive metric
+    # whose seed-to-seed variation is multiplicative, so a t-interval of raw differences cannot
+    # bound it (FD: a few runaway samples move it by orders of magnitude)
+    ratio: bool = False
 
 
 COLUMNS = {c.key: c for c in [
@@ -46,8 +50,8 @@ COLUMNS = {c.key: c for c in [
     Column("mmd_sde", "MMD SDE", "min", ".2e"),
     Column("w2_sde", "W2 SDE", "min", ".3f"),
     # images: the classifier's metrics (zoo.image_metrics) and the dequantised NLL
-    Column("fd_ode", "FD ODE", "min", ".2f"),
-    Column("fd_sde", "FD SDE", "min", ".2f"),
+    Column("fd_ode", "FD ODE", "min", ".2f", ratio=True),
+    Column("fd_sde", "FD SDE", "min", ".2f", ratio=True),
     Column("classkl_ode", "KL class", "min", ".3f"),
     Column("classh_ode", "H class", None, ".3f"),
     Column("fprec_ode", "prec f", "max", ".3f"),
