@@ -330,16 +330,37 @@ def test_torch_cuda_matches_cpu():
     assert np.max(np.abs(gpu.detach().cpu().numpy() - cpu)) / np.max(np.abs(cpu)) < 1e-8
 
 
-def test_written_out_gelu_equals_torch_gelu_to_second_order():
-    """GeluTanh (the MLP activation of heads that differentiate twice) is nn.GELU("tanh") written
-    as x sigmoid(2c(x + 0.044715 x^3)): the same values, first and second derivatives, float64."""
+def test_twice_differentiable_activations_match_autograd_to_third_order():
+    """The activations of heads that differentiate twice (fields.torch.layers: the fused kernel's
+    backward with a closed-form second derivative) have the values and first, second and third
+    derivatives of torch's own GELU (tanh) and SiLU, float64; gradgradcheck passes, and
+    torch.func (vmap of grad) gives the same as autograd."""
+    from torch.autograd import gradcheck, gradgradcheck
+
+    from fields.torch.layers import TwiceDifferentiable
+
     x = torch.linspace(-9, 9, 2001, dtype=torch.float64, requires_grad=True)
-    out = []
-    for f in (tdit.GeluTanh(), torch.nn.GELU(approximate="tanh")):
-        y = f(x)
-        (d1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-        (d2,) = torch.autograd.grad(d1.sum(), x)
-        out.append((y, d1, d2))
-    for a, b in zip(*out):
-        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
-    assert out[0][2].abs().max() > 0.5  # the second derivative is not trivially zero
+    refs = {"gelu_tanh": torch.nn.GELU(approximate="tanh"), "silu": torch.nn.SiLU()}
+    for name, ref in refs.items():
+        out = []
+        for f in (TwiceDifferentiable(name), ref):
+            y = f(x)
+            (d1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+            (d2,) = torch.autograd.grad(d1.sum(), x, create_graph=True)
+            (d3,) = torch.autograd.grad(d2.sum(), x)
+            out.append((y, d1, d2, d3))
+        for a, b in zip(*out):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), name
+        assert out[0][2].abs().max() > 0.2 and out[0][3].abs().max() > 0.2  # not trivially 0
+        act = TwiceDifferentiable(name)
+        xs = torch.randn(7, dtype=torch.float64, requires_grad=True)
+        assert gradcheck(act, (xs,)) and gradgradcheck(act, (xs,))
+        per = torch.func.vmap(torch.func.grad(lambda v, act=act: act(v).sum()))(x.detach()[:, None])
+        assert torch.allclose(per[:, 0], out[0][1], rtol=1e-12, atol=1e-12)
+        # forward mode, and reverse over it (the qc penalty's w = J v, then d/dtheta)
+        _, tangent = torch.func.jvp(act, (x,), (torch.ones_like(x),))
+        (dt,) = torch.autograd.grad(tangent.sum(), x)
+        assert torch.allclose(tangent, out[0][1], rtol=1e-12, atol=1e-12)
+        assert torch.allclose(dt, out[0][2], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no twice-differentiable activation"):
+        TwiceDifferentiable("relu")

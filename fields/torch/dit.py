@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import functools
 
 import torch
 from einops import rearrange
@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fields.common import dit_plan, sincos_2d, time_frequencies
-from fields.torch.layers import time_embedding
+from fields.torch.layers import TwiceDifferentiable, time_embedding
 
 _EPS = 1e-6  # LayerNorm eps of the DiT reference, the same in both backends
 
@@ -35,24 +35,6 @@ def _layer_norm(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) * torch.rsqrt(var + _EPS)
 
 
-class GeluTanh(nn.Module):
-    """GELU with the tanh approximation (the DiT reference's), as x sigmoid(2c (x + 0.044715 x^3)).
-
-    The same function as ``nn.GELU(approximate="tanh")``, c = sqrt(2/pi), since
-    (1 + tanh z)/2 = sigmoid(2z) (values equal to 1e-15, first and second derivatives to
-    1e-12 in float64; tests/test_dit.py). Written out
-    because torch 2.14 differentiates the fused GELU's backward (the double backward every head
-    but free takes) through a dozen elementwise kernels, cosh among them; differentiating this
-    form twice is 1.6x cheaper on one 64x16x256 activation. Free keeps the fused kernel (its
-    single backward is one kernel there): ``DiT(fused=True)``.
-    """
-
-    _C = 2 * math.sqrt(2 / math.pi)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self._C * (x + 0.044715 * x * x * x))
-
-
 class DiTBlock(nn.Module):
     """Pre-norm transformer block conditioned by adaLN-zero.
 
@@ -67,8 +49,10 @@ class DiTBlock(nn.Module):
         # timm decides fused vs. math path per module; force it (the fused CPU kernel has no
         # double backward, which energy heads need)
         self.attn.fused_attn = fused
-        # fused GELU when differentiated once (its backward is one kernel), written out when twice
-        act = (lambda: nn.GELU(approximate="tanh")) if fused else GeluTanh
+        # fused GELU when differentiated once (its backward is one kernel); when twice, the same
+        # kernels with a closed-form second derivative (fields.torch.layers)
+        act = ((lambda: nn.GELU(approximate="tanh")) if fused
+               else functools.partial(TwiceDifferentiable, "gelu_tanh"))
         self.mlp = Mlp(hidden, int(hidden * mlp_ratio), act_layer=act)
         self.adaLN_zero = nn.Linear(hidden, 6 * hidden)
 
@@ -93,9 +77,9 @@ class DiT(nn.Module):
     ``patch`` None: the smallest of 2, 4, 7 dividing H and W that leaves <= 64 tokens (2 for sides
     up to 16, 4 at 28x28); if none does, the largest of 1, 2, 4, 7 dividing both. ``hidden`` must be
     divisible by ``heads`` and by 4. ``fused`` False makes timm's Attention use the math path
-    (differentiable twice on CPU, unlike torch's fused SDPA kernel) and the MLP the written-out
-    GELU (``GeluTanh``, cheaper to differentiate twice); the registry sets it for every head that
-    differentiates the backbone twice.
+    (differentiable twice on CPU, unlike torch's fused SDPA kernel) and the MLP's GELU
+    ``TwiceDifferentiable("gelu_tanh")`` (cheaper to differentiate twice); the registry sets it
+    for every head that differentiates the backbone twice.
     Parameter names are those of the Equinox DiT (``patch.proj.weight``, ``time_mlp.0.weight``,
     ``blocks.0.attn.qkv.weight``, ``blocks.0.adaLN_zero.weight``, ``final_zero.weight``, ...);
     the position embedding is a non-persistent buffer, not a parameter.
