@@ -8,10 +8,8 @@ import jax.numpy as jnp
 
 
 def compiled(field, shape):
-    """(score(params, x, t), score_shared(params, x, t0), score_div(params, x, t, probes),
-    params): jax.jit functions of the field's array leaves (the rest of the module is static).
-    ``score_shared`` takes one time t0 for the whole batch and broadcasts it inside the jit, as
-    diffrax does, so XLA sees one time for all rows and can compute the time embedding once."""
+    """(score(params, x, t), score_div(params, x, t, probes), params): jax.jit functions of the
+    field's array leaves (the rest of the module is static)."""
     params, static = eqx.partition(field, eqx.is_array)
 
     @jax.jit
@@ -19,15 +17,10 @@ def compiled(field, shape):
         return score_flat(eqx.combine(p, static), x, t, shape)
 
     @jax.jit
-    def score_shared(p, x, t0):
-        t = jnp.full((x.shape[0],), t0, dtype=x.dtype)
-        return score_flat(eqx.combine(p, static), x, t, shape)
-
-    @jax.jit
     def score_div(p, x, t, probes):
         return score_div_flat(eqx.combine(p, static), x, t, probes, shape)
 
-    return score, score_shared, score_div, params
+    return score, score_div, params
 
 
 def score_flat(field, x, t, shape):

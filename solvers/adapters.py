@@ -47,8 +47,7 @@ class JaxFieldFn:
         self.field, self.shape, self.nfe = field, tuple(shape), 0
         # a plain jax.jit over the parameter leaves: cheaper to dispatch than eqx.filter_jit,
         # which re-flattens the whole module on every call
-        (self._score, self._score_shared, self._score_div,
-         self._params) = _jax_kernels.compiled(field, self.shape)
+        self._score, self._score_div, self._params = _jax_kernels.compiled(field, self.shape)
 
     @staticmethod
     def to_jax(x: torch.Tensor):
@@ -58,13 +57,7 @@ class JaxFieldFn:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
-        if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0:
-            # one time expanded over the batch (the solvers' t.expand(B)): the kernel that
-            # broadcasts it inside the jit, the same graph diffrax compiles
-            s = self._score_shared(self._params, self.to_jax(x), self.to_jax(t[0]))
-        else:
-            s = self._score(self._params, self.to_jax(x), self.to_jax(t))
-        return torch.from_dlpack(s)
+        return torch.from_dlpack(self._score(self._params, self.to_jax(x), self.to_jax(t)))
 
     def score_and_div(self, x: torch.Tensor, t: torch.Tensor, probes: torch.Tensor | None = None):
         """(s [B, D], div_x s [B]): exact trace (vmapped jacfwd) or Hutchinson v^T J v (one JVP)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import B, build, entry_id, shape_for, slow_if_image, trainable_entries
+from conftest import B, build
 
 import zoo
 from solvers import diffrax_engine as de
@@ -234,20 +234,3 @@ def test_bridge_is_zero_copy_back_to_torch():
     tt = np.full(5, 0.5, np.float32)
     out = JaxFieldFn(f, (2,))(torch.as_tensor(x), torch.as_tensor(tt))
     np.testing.assert_allclose(out.numpy(), B("jax").score(f, x, tt), rtol=1e-6)
-
-
-@pytest.mark.parametrize("info", slow_if_image(
-    [i for i in trainable_entries() if i.backend == "jax"]), ids=entry_id)
-def test_bridge_shared_time_equals_per_row_time(info):
-    """The bridge's kernel for one time over the batch (what the solvers pass, t.expand(B))
-    gives the per-row kernel's scores, for every registered JAX field (float64)."""
-    shape = shape_for(info)
-    f = build(info.name, "jax", dtype="float64")
-    fn = JaxFieldFn(f, shape)
-    x = torch.as_tensor(np.random.default_rng(1).standard_normal((4, int(np.prod(shape)))))
-    t = torch.tensor(0.4, dtype=torch.float64)
-    shared = fn(x, t.expand(4))  # stride 0: the shared-time kernel
-    per_row = fn(x, t.repeat(4))  # a real [B] vector: the per-row kernel
-    assert t.expand(4).stride(0) == 0 and t.repeat(4).stride(0) == 1
-    assert fn.nfe == 2
-    np.testing.assert_allclose(shared.numpy(), per_row.numpy(), rtol=1e-12, atol=1e-12)
