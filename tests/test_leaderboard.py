@@ -248,7 +248,8 @@ def test_summary_names_a_clear_difference_and_not_one_within_the_floor(board):
     paired = _section(r["markdown"], "moons")
     line = next(ln for ln in paired.splitlines() if ln.startswith("| energy-mlp | MMD ODE |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[5] == "+1.05e-04" and cells[7] == "1.44e-03" and cells[8] == "no call"
+    assert cells[5] == "+1.05e-04" and cells[7] == "1.44e-03" and cells[9] == "no call"
+    assert cells[8] == "0 / 2"  # behind free on both seeds (higher MMD), yet within the floor
     lo, hi = (float(x) for x in cells[6].strip("[]").split(","))
     assert 0 < lo < hi  # beyond the seed spread, within the floor
     nll = next(ln for ln in _section(r["markdown"], "gmm8").splitlines()
@@ -593,6 +594,13 @@ def test_fd_is_paired_as_a_ratio_so_runaway_seeds_are_called(tmp_path):
     assert "field / free ×3.38e+03 (geometric mean over seeds), 95% interval [×" in line
     assert line.endswith("**energy-unet worse**.")
     assert "| ratio ×3.38e+03 [×" in _section(r["markdown"], "digits")
+    cells = [c.strip() for c in next(
+        x for x in _section(r["markdown"], "digits").splitlines()
+        if x.startswith("| energy-unet | FD ODE |")).strip("|").split("|")]
+    assert cells[8:] == ["0 / 3", "**worse**"]  # worse on every seed
+    sq_cells = next(x for x in _section(r["markdown"], "digits").splitlines()
+                    if x.startswith("| energysq-unet | FD ODE |"))
+    assert "| 1 / 2 | no call |" in sq_cells  # 7.40 > 6.69, 4.98 < 9.19, 6.85 > 5.46
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
     row = next(x for x in rows if x["field"] == "energy-unet")
     assert float(row["vs_free_fd_ode_ratio"]) == pytest.approx(3.38e3, rel=1e-2)

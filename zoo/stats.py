@@ -42,8 +42,9 @@ def t_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[flo
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
-    """d_i = a_i - b_i: {"mean", "sd" (ddof 1; nan for n = 1), "n", "lo", "hi"} with the
-    ``level`` t-interval of the mean (nan bounds for n = 1). a and b are aligned (same seeds)."""
+    """d_i = a_i - b_i: {"mean", "sd" (ddof 1; nan for n = 1), "n", "lo", "hi", "d" (the d_i)}
+    with the ``level`` t-interval of the mean (nan bounds for n = 1). a and b are aligned (same
+    seeds)."""
     if len(a) != len(b):
         raise ValueError(f"paired_difference needs aligned values, got {len(a)} and {len(b)}")
     if len(a) == 0:
@@ -55,7 +56,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
     mean = float(d.mean())
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
     lo, hi = t_interval(mean, sd, n, level)
-    return {"mean": mean, "sd": sd, "n": n, "lo": lo, "hi": hi}
+    return {"mean": mean, "sd": sd, "n": n, "lo": lo, "hi": hi, "d": [float(x) for x in d]}
 
 
 def paired_by_seed(a: Mapping[int, float], b: Mapping[int, float],

@@ -46,6 +46,14 @@ class Comparison:
         return (self.diff["mean"] > 0) == up
 
     @property
+    def seeds_ahead(self) -> tuple[int, int]:
+        """(seeds on which the field is better than free, seeds on which it is worse); ties
+        count in neither. Descriptive only: the call is the interval's and the floor's."""
+        d = np.asarray(self.diff["d"], np.float64)
+        up = COLUMNS[self.key].better == "max"
+        return int(np.sum(d > 0 if up else d < 0)), int(np.sum(d < 0 if up else d > 0))
+
+    @property
     def word(self) -> str:
         return ("better" if self.better else "worse") if self.judged["called"] else "no call"
 
@@ -230,7 +238,7 @@ def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
     ratio = [COLUMNS[k].title for k in ds.verdict if COLUMNS[k].ratio]
     head = ["field", "metric", "seeds", "field value", "free value", "d = field − free",
             f"95% interval ({', '.join(ratio)}: of field / free)" if ratio else "95% interval",
-            "2 floor std", "call"]
+            "2 floor std", "seeds better / worse", "call"]
     out = [f"Paired with {mine[0].ref} over seeds (d_s = field_s − free_s, same backend):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in mine:
@@ -238,7 +246,7 @@ def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
         out.append("| " + " | ".join([
             c.arch, COLUMNS[c.key].title, _seeds_text(c), _ms(c.a, fmt, n), _ms(c.b, fmt, n),
             f"{c.diff['mean']:+{fmt}}", interval_text(c), f"{K_FLOOR * c.floor_std:{fmt}}",
-            f"**{c.word}**" if c.judged["called"] else c.word]) + " |")
+            "{} / {}".format(*c.seeds_ahead), f"**{c.word}**" if c.judged["called"] else c.word]) + " |")
     return out
 
 
