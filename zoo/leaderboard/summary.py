@@ -246,7 +246,8 @@ def paired_table_lines(ds: Dataset, comps: list[Comparison]) -> list[str]:
         out.append("| " + " | ".join([
             c.arch, COLUMNS[c.key].title, _seeds_text(c), _ms(c.a, fmt, n), _ms(c.b, fmt, n),
             f"{c.diff['mean']:+{fmt}}", interval_text(c), f"{K_FLOOR * c.floor_std:{fmt}}",
-            "{} / {}".format(*c.seeds_ahead), f"**{c.word}**" if c.judged["called"] else c.word]) + " |")
+            "{} / {}".format(*c.seeds_ahead),
+            f"**{c.word}**" if c.judged["called"] else c.word]) + " |")
     return out
 
 
