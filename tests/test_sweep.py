@@ -82,6 +82,31 @@ def test_sweep_again_skips_finished_runs(swept, capsys):
     assert (root / "runs/tiny/gmm8/free-mlp-torch-s0/eval.json").stat().st_mtime_ns == before
 
 
+def test_a_resumed_run_keeps_the_times_of_the_stages_it_had_finished(swept, tmp_path, capsys):
+    """A run stopped during its check stage redoes only that; its record keeps the seconds the
+    first attempt spent on train, nll and eval instead of calling them "reused"."""
+    import shutil
+
+    root, args = swept
+    copy = tmp_path / "runs"
+    shutil.copytree(root / "runs", copy)
+    run_dir = copy / "tiny/gmm8/free-mlp-jax-s0"
+    first = json.loads((run_dir / "sweep.json").read_text())
+    stopped = {**first, "status": "running",
+               "stages": {k: v for k, v in first["stages"].items() if k in ("train", "nll", "eval")}}
+    (run_dir / "sweep.json").write_text(json.dumps(stopped))
+    (run_dir / "check.json").unlink()
+    again = [a if a != str(root / "runs") else str(copy) for a in args]
+    code, out, err = run(again + ["--only", "gmm8/free-mlp-jax-s0"], capsys)
+    assert code == 0 and "1 run(s) done" in out, out + err
+    st = json.loads((run_dir / "sweep.json").read_text())
+    assert st["status"] == "complete" and (run_dir / "check.json").is_file()
+    for stage in ("train", "nll", "eval"):
+        assert isinstance(first["stages"][stage], float), first["stages"]
+        assert st["stages"][stage] == first["stages"][stage], stage
+    assert isinstance(st["stages"]["check"], float) and st["stages"]["check"] > 0
+
+
 def test_leaderboard_tables_rows_columns_and_failures(swept, capsys):
     root, _ = swept
     out = root / "board"

@@ -124,6 +124,12 @@ def _run_stages(job: Job, run_dir: Path, commit: str) -> dict:
     record: dict = {}
     try:
         old = read_status(run_dir)
+        # seconds an earlier attempt at this run spent on the stages it finished: a resumed run
+        # keeps them, so its record shows what the run cost ("reused" only for outputs that no
+        # sweep timed, e.g. a run trained by hand; a stage cut short counts this attempt's part)
+        earlier = {}
+        if old is not None and old.get("spec") == job.spec and isinstance(old.get("stages"), dict):
+            earlier = {k: v for k, v in old["stages"].items() if isinstance(v, (int, float))}
         if old is not None and old.get("spec") != job.spec:
             # the suite changed since this run was made: nothing of it can be reused
             for p in run_dir.iterdir():
@@ -136,7 +142,8 @@ def _run_stages(job: Job, run_dir: Path, commit: str) -> dict:
         for stage in _STAGE_FN:
             s0 = time.perf_counter()
             done = _STAGE_FN[stage](job, run_dir)
-            record["stages"][stage] = "reused" if done else round(time.perf_counter() - s0, 2)
+            record["stages"][stage] = (earlier.get(stage, "reused") if done
+                                       else round(time.perf_counter() - s0, 2))
             checkpoint.write_json(run_dir / "sweep.json", record)
         record["status"] = "complete"
     except checkpoint.RunBusy:
