@@ -128,13 +128,13 @@ def _run_stages(job: Job, run_dir: Path, commit: str) -> dict:
         # keeps them, so its record shows what the run cost ("reused" only for outputs that no
         # sweep timed, e.g. a run trained by hand; a stage cut short counts this attempt's part)
         earlier = {}
-        if old is not None and old.get("spec") == job.spec and isinstance(old.get("stages"), dict):
-            earlier = {k: v for k, v in old["stages"].items() if isinstance(v, (int, float))}
         if old is not None and old.get("spec") != job.spec:
             # the suite changed since this run was made: nothing of it can be reused
             for p in run_dir.iterdir():
                 if p.name not in (".sweep.lock", ".lock"):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
+        elif old is not None and isinstance(old.get("stages"), dict):
+            earlier = {k: v for k, v in old["stages"].items() if isinstance(v, (int, float))}
         record = {"suite": job.suite, "arch": job.arch, "backend": job.backend, "data": job.data,
                   "seed": job.seed, "spec": job.spec, "commit": commit, "status": "running",
                   "pid": os.getpid(), "stages": {}}
