@@ -8,8 +8,10 @@ import json
 import math
 import statistics
 
+import jax
 import numpy as np
 import pytest
+import torch
 from conftest import B, build, rel, run
 
 from zoo.bench.flops import jaxpr_product_flops, products, step_flops
@@ -408,7 +410,14 @@ BAD_BENCH = [
     ["bench", "sample", "--pattern", "nope-*"],
     ["bench", "sample", "--n", "0"],
     ["bench", "sample", "--backends", "mxnet"],
+    ["bench", "train", "--device", "tpu"],
 ]
+
+
+# on a machine without a GPU (CI), asking for one is bad input
+BAD_BENCH += [["bench", "train", "--device", "cuda", "--pattern", "free-mlp", "--backends", b]
+              for b, gpu in (("torch", torch.cuda.is_available()),
+                             ("jax", jax.default_backend() == "gpu")) if not gpu]
 
 
 @pytest.mark.parametrize("args", BAD_BENCH, ids=lambda a: " ".join(a))

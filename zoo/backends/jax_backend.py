@@ -1,7 +1,8 @@
 """JAX/Equinox side of the backend interface (mirrors zoo/backends/torch_backend.py).
 
 Equinox fields are written for one example; everything here vmaps them. float64 is enabled at
-import (arrays are always created with an explicit dtype, so float32 runs stay float32).
+import (arrays are always created with an explicit dtype, so float32 runs stay float32), and
+float32 matrix products and convolutions run in full float32 on a GPU too (no TF32).
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import jax
 
 jax.config.update("jax_enable_x64", True)
+# float32 products and convolutions in full float32 on every device: on a GPU XLA would
+# otherwise take TF32 for them (torch_backend pins the same for torch); nothing changes on a CPU
+jax.config.update("jax_default_matmul_precision", "highest")
 
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

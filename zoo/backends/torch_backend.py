@@ -19,6 +19,17 @@ warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", cate
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+# float32 products and convolutions in full float32 on a GPU too: cuDNN would otherwise run
+# float32 convolutions in TF32 (a 10-bit mantissa) while the JAX side (jax_backend) and every CPU
+# computes them in float32, and fields trained from the same weights would part ways by rounding
+# alone (tests/test_cuda.py). Nothing changes on a CPU.
+if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9: the per-backend settings
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+else:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
 
 def named_params(field: torch.nn.Module) -> dict[str, np.ndarray]:
     """Parameter name -> numpy copy (names shared with the Equinox version of the field)."""

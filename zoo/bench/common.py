@@ -15,8 +15,40 @@ VERSIONED = ("numpy", "torch", "jax", "jaxlib", "equinox", "optax")
 
 
 def sync(x) -> None:
+    """Wait until ``x`` is computed (a JAX array; a torch tensor on a GPU)."""
     if hasattr(x, "block_until_ready"):
         x.block_until_ready()
+    elif getattr(x, "is_cuda", False):
+        import torch
+
+        torch.cuda.synchronize(x.device)
+
+
+def gpu_names() -> dict:
+    """{"torch": name of torch's CUDA device 0, "jax": JAX's default device kind when it is a
+    GPU}, only those present."""
+    import jax
+    import torch
+
+    out = {}
+    if torch.cuda.is_available():
+        out["torch"] = torch.cuda.get_device_name(0)
+    if jax.default_backend() == "gpu":
+        out["jax"] = jax.devices()[0].device_kind
+    return out
+
+
+def jax_device(device: str):
+    """A context placing JAX's arrays and computations on the CPU (``device`` "cpu") or on its
+    GPU ("cuda"; ZooError when JAX has none: the [cuda] extra installs its CUDA plugin)."""
+    import jax
+
+    if device == "cuda":
+        if jax.default_backend() != "gpu":
+            raise ZooError("--device cuda: JAX sees no GPU here (pip install 'zoo[cuda]' adds "
+                           "its CUDA plugin)")
+        return jax.default_device(jax.devices()[0])
+    return jax.default_device(jax.devices("cpu")[0])
 
 
 def _cpu_model() -> str:
@@ -31,13 +63,17 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> tuple[dict, dict]:
-    """({"cpu", "cpu_count", "torch_threads", "platform"}, {package: version}) of this process."""
+    """({"cpu", "cpu_count", "torch_threads", "platform"[, "gpu": gpu_names()]}, {package:
+    version}) of this process."""
     from importlib import metadata
 
     import torch
 
     machine = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(),
                "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+    gpus = gpu_names()
+    if gpus:
+        machine["gpu"] = gpus
     versions = {"python": platform.python_version()}
     for pkg in VERSIONED:
         try:

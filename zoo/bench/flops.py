@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from zoo.bench.common import sync
+
 TORCH_METHOD = ("torch.utils.flop_counter.FlopCounterMode around one Trainer.step (forward, "
                 "backward and double backward): matrix products only (mm, addmm, bmm, "
                 "convolution, attention), 2 FLOPs per multiply-add")
@@ -149,16 +151,17 @@ def method(backend: str) -> str:
     return {"torch": TORCH_METHOD, "jax": JAX_METHOD}[backend]
 
 
-def gemm(backend: str, n: int = 1024):
+def gemm(backend: str, n: int = 1024, device: str = "cpu"):
     """(run, flops): ``run()`` multiplies two fixed n x n float32 matrices once and waits for the
-    result (torch.matmul, or jnp.dot under jax.jit, already compiled); flops = 2 n^3."""
+    result (torch.matmul on ``device``, or jnp.dot under jax.jit, already compiled, on JAX's
+    default device); flops = 2 n^3."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     if backend == "torch":
         import torch
 
-        ta, tb = torch.as_tensor(a), torch.as_tensor(b)
-        run = lambda: torch.matmul(ta, tb)  # on the CPU it returns when done
+        ta, tb = torch.as_tensor(a, device=device), torch.as_tensor(b, device=device)
+        run = lambda: sync(torch.matmul(ta, tb))
     elif backend == "jax":
         import jax
         import jax.numpy as jnp
@@ -203,7 +206,7 @@ def torch_products(trainer, batch: dict[str, np.ndarray]):
 
     def spec(a):
         if isinstance(a, torch.Tensor):
-            return ("tensor", tuple(a.size()), tuple(a.stride()), a.dtype)
+            return ("tensor", tuple(a.size()), tuple(a.stride()), a.dtype, a.device)
         if isinstance(a, list | tuple):
             return type(a)(spec(x) for x in a)
         return a
@@ -229,9 +232,10 @@ def torch_products(trainer, batch: dict[str, np.ndarray]):
 
     def make(s):
         if isinstance(s, tuple) and s[:1] == ("tensor",):
-            _, size, stride, dtype = s
+            _, size, stride, dtype, device = s
             t = torch.empty_strided(size, stride, dtype=dtype)
-            return t.normal_(generator=gen) if dtype.is_floating_point else t.zero_()
+            t = t.normal_(generator=gen) if dtype.is_floating_point else t.zero_()
+            return t.to(device)
         if isinstance(s, list | tuple):
             return type(s)(make(x) for x in s)
         return s
@@ -242,6 +246,8 @@ def torch_products(trainer, batch: dict[str, np.ndarray]):
         with torch.no_grad():
             for f, a, k in ready:
                 f(*a, **k)
+        if torch.cuda.is_available():  # a GPU's kernels return before they finish
+            torch.cuda.synchronize()
 
     run()
     return run, flops

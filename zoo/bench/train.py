@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from pathlib import Path
 
 from zoo.bench import flops as fl
 from zoo.bench.common import (
+    gpu_names,
+    jax_device,
     paired_ratio,
     quartiles,
     report_setup,
@@ -22,7 +25,8 @@ COMPILE_MODES = ("auto", "on", "off", "both")
 
 def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, steps: int,
                 rounds: int, options: dict | None = None, out: str | Path | None = None,
-                show: bool = True, gemm_size: int = 1024, compile: str = "auto") -> list[dict]:
+                show: bool = True, gemm_size: int = 1024, compile: str = "auto",
+                device: str = "cpu") -> list[dict]:
     """Time training steps of every trainable field matching ``pattern``; prints a table with each
     field's ratio to the free field on the same backbone and backend (free-mlp, free-unet, ...),
     the FLOPs of one step and their ratio to free's (the floor the time ratio could reach),
@@ -32,7 +36,8 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     ``options``: field options for every field (e.g. {"width": 128}, as a suite's); ``out``: write
     the JSON record there (see the module docstring); ``compile``: torch fields' steps as
     a long training run takes them ("auto": zoo.train.COMPILE_AUTO), all compiled ("on"), all
-    eager ("off"), or each both ways side by side ("both"). Returns one dict per (field,
+    eager ("off"), or each both ways side by side ("both"); ``device``: "cpu", or "cuda" for
+    torch's CUDA device 0 and JAX's GPU (both need one: ZooError otherwise). Returns one dict per (field,
     backend, compiled): field, backend, compiled (torch.compile'd step, JAX: jitted, so None),
     backbone, options, ms_per_step (median block), iqr_ms, ratio_to_free (to free on the same
     backbone, backend and compiled: the median of the per-round ratios, ``paired_ratio``; None
@@ -47,7 +52,18 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
 
     if compile not in COMPILE_MODES:
         raise ZooError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+    if device not in ("cpu", "cuda"):
+        raise ZooError(f"device must be cpu or cuda, got {device!r}")
     console, out_path = report_setup(show, out, "train-mlp.json", 140)  # 140: twelve columns
+    with jax_device(device) if "jax" in backends else contextlib.nullcontext():
+        return _bench_train(pattern, backends, batch=batch, data=data, steps=steps, rounds=rounds,
+                            options=options, console=console, out_path=out_path,
+                            gemm_size=gemm_size, compile=compile, device=device)
+
+
+def _bench_train(pattern, backends, *, batch, data, steps, rounds, options, console, out_path,
+                 gemm_size, compile, device) -> list[dict]:
+    """``bench_train`` inside its JAX device context."""
     modes = ["off", "on"] if compile == "both" else [compile]
     cases = []
     for info in entries(pattern):
@@ -57,7 +73,8 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             if mode == "auto":  # as a run of a suite's length takes its steps
                 mode = "on" if info.backbone in COMPILE_AUTO else "off"
             cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, batch=batch,
-                              options=dict(options or {}), compile=mode)
+                              options=dict(options or {}), compile=mode,
+                              device=device if info.backend == "torch" else "cpu")
             trainer, ds, rng = make_trainer(cfg)  # validates (and fills in) the options
             batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
             # torch: takes a step, eager (a compiled trainer's first step is)
@@ -76,7 +93,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
     if not cases:
         raise ZooError(f"no trainable field matches {pattern!r} on {', '.join(backends)} "
                        "(`zoo list` names them)")
-    gemms = {b: fl.gemm(b, gemm_size) for b in dict.fromkeys(c["backend"] for c in cases)}
+    gemms = {b: fl.gemm(b, gemm_size, device) for b in dict.fromkeys(c["backend"] for c in cases)}
     gemm_times: dict[str, list[float]] = {b: [] for b in gemms}
     with console.status("timing") as status:
         for r in range(rounds):
@@ -90,6 +107,7 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
                 c["product_times"].append(fl.time_once(c["products"][0]))
             for b, (run, _) in gemms.items():
                 gemm_times[b].append(fl.time_once(run))
+    on_gpu = " / ".join(dict.fromkeys(gpu_names().values())) if device == "cuda" else None
     gemm_rate = {b: gemms[b][1] / statistics.median(ts) / 1e9 for b, ts in gemm_times.items()}
     key = lambda c: (c["backbone"], c["backend"], c["compiled"])
     free = {key(c): c for c in cases if c["name"] == f"free-{c['backbone']}"}
@@ -101,11 +119,11 @@ def bench_train(pattern: str, backends: list[str], *, batch: int, data: str, ste
             r["torch_over_jax"], r["torch_over_jax_iqr"] = med, [q1, q3]
     console.print(_train_table(results, gemm_rate, gemm_size,
                                title=f"training step, batch {batch}, {data}, {rounds} rounds x "
-                               f"{steps} steps"))
+                               f"{steps} steps" + (f", {on_gpu}" if device == "cuda" else "")))
     if out_path is not None:
         write_record(out_path, "zoo bench train", {
             "pattern": pattern, "backends": list(backends), "batch": batch, "data": data,
-            "steps": steps, "rounds": rounds, "options": dict(options or {}), "device": "cpu",
+            "steps": steps, "rounds": rounds, "options": dict(options or {}), "device": device,
             "compile": compile, "interleaved": True}, results, extra={
             "gemm": {"n": gemm_size, "dtype": "float32", "flops": 2 * gemm_size**3,
                      "gflops": gemm_rate,

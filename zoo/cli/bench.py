@@ -41,12 +41,15 @@ def _training_bench_options(f):
               help="Torch fields' steps: as a long `zoo train` run takes them (auto: MLPs "
               "compiled), all "
               "torch.compile'd, all eager, or both ways side by side.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Where both backends run: the CPU, or the GPU (torch's CUDA device 0 and JAX's "
+              "GPU; JAX's needs pip install 'zoo[cuda]'). Use a larger --gemm-size on a GPU.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Also write a JSON record (settings, medians, IQRs, ratios, FLOPs, GEMM rates, "
               "machine, library versions, date) there, e.g. results/bench/train-mlp.json for "
               "the leaderboard.")
 def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, gemm_size, compile_,
-                out_path) -> None:
+                device, out_path) -> None:
     """Median training-step time of every field and its ratio to the free field on the same
     backbone and backend (free-mlp, free-unet, free-dit), blocks of steps interleaved.
 
@@ -58,7 +61,8 @@ def bench_train(pattern, backend_list, batch, data, steps, rounds, opts, gemm_si
     from zoo.bench import bench_train as run
 
     run(pattern, backends(backend_list), batch=batch, data=data, steps=steps, rounds=rounds,
-        options=parse_options(opts), out=out_path, gemm_size=gemm_size, compile=compile_)
+        options=parse_options(opts), out=out_path, gemm_size=gemm_size, compile=compile_,
+        device=device)
 
 
 @bench.command("memory")
