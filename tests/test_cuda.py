@@ -13,6 +13,7 @@ import torch
 from conftest import build, data_for, entry_id, rel, shape_for, trainable_entries
 
 from zoo import backends
+from zoo.bench.common import jax_device
 from zoo.train import TrainConfig, draw_batch, make_trainer
 
 TORCH_GPU = torch.cuda.is_available()
@@ -43,10 +44,6 @@ FULL_FLOAT32 = 1e-5
 
 def _inputs(info, rng, n=8):
     return rng.standard_normal((n, *shape_for(info))), rng.uniform(1e-2, 2.0, n)
-
-
-def _cpu():
-    return jax.default_device(jax.devices("cpu")[0])
 
 
 def _operands(rng):
@@ -113,7 +110,7 @@ def _score_parity(info, dtype, tol, rng):
         cpu = b.score(f, x, t)
         gpu = _torch_gpu_score(f, x, t)
     else:
-        with _cpu():
+        with jax_device("cpu"):
             cpu = b.score(build(info.name, "jax", dtype=dtype), x, t)
         gpu = b.score(build(info.name, "jax", dtype=dtype), x, t)
     assert np.all(np.isfinite(gpu))
@@ -138,7 +135,7 @@ def test_training_on_gpu_matches_cpu_float64(info):
     if info.backend == "torch":
         cpu, gpu = train("cpu"), train("cuda")
     else:
-        with _cpu():
+        with jax_device("cpu"):
             cpu = train("cpu")
         gpu = train("cpu")  # JAX: its default device, the GPU
     start = backends.get(info.backend).named_params(build(info.name, info.backend, seed=3,
