@@ -66,30 +66,36 @@ def _bench_train(pattern, backends, *, batch, data, steps, rounds, options, cons
     """``bench_train`` inside its JAX device context."""
     modes = ["off", "on"] if compile == "both" else [compile]
     cases = []
-    for info in entries(pattern):
-        if not (info.trainable and info.backend in backends):
-            continue
-        for mode in modes if info.backend == "torch" else ["auto"]:
-            if mode == "auto":  # as a run of a suite's length takes its steps
-                mode = "on" if info.backbone in COMPILE_AUTO else "off"
-            cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, batch=batch,
-                              options=dict(options or {}), compile=mode,
-                              device=device if info.backend == "torch" else "cpu")
-            trainer, ds, rng = make_trainer(cfg)  # validates (and fills in) the options
-            batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
+    todo = [(info, mode) for info in entries(pattern) if info.trainable and info.backend in backends
+            for mode in (modes if info.backend == "torch" else ["auto"])]
+    for k, (info, mode) in enumerate(todo):
+        t_prep = time.perf_counter()
+        if mode == "auto":  # as a run of a suite's length takes its steps
+            mode = "on" if info.backbone in COMPILE_AUTO else "off"
+        cfg = TrainConfig(arch=info.name, backend=info.backend, data=data, batch=batch,
+                          options=dict(options or {}), compile=mode,
+                          device=device if info.backend == "torch" else "cpu")
+        trainer, ds, rng = make_trainer(cfg)  # validates (and fills in) the options
+        batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
+        with console.status(f"preparing {info.name} ({info.backend}, {k + 1}/{len(todo)}): "
+                            "FLOPs, products, " + ("compile" if cfg.compiled() or info.backend == "jax"
+                                                  else "warm-up")):
             # torch: takes a step, eager (a compiled trainer's first step is)
             counted = fl.step_flops(trainer, batches[0], info.backend)
             products = fl.products(trainer, batches[0], info.backend)  # torch: takes a step
-            with console.status(f"compiling {info.name}" if cfg.compiled() else "warming up"):
-                sync(trainer.step(batches[0]))  # compile / warm up
-            compiled = cfg.compiled() if info.backend == "torch" else None
-            if compiled and trainer.compiled is None:
-                console.print(f"{info.name}: torch.compile failed, timed eager")
-                compiled = False
-            cases.append({"name": info.name, "backend": info.backend, "compiled": compiled,
-                          "backbone": info.backbone, "options": dict(cfg.options),
-                          "trainer": trainer, "batches": batches, "times": [],
-                          "counted": counted, "products": products, "product_times": []})
+            sync(trainer.step(batches[0]))  # compile / warm up
+        compiled = cfg.compiled() if info.backend == "torch" else None
+        if compiled and trainer.compiled is None:
+            console.print(f"{info.name}: torch.compile failed, timed eager")
+            compiled = False
+        cases.append({"name": info.name, "backend": info.backend, "compiled": compiled,
+                      "backbone": info.backbone, "options": dict(cfg.options),
+                      "trainer": trainer, "batches": batches, "times": [],
+                      "counted": counted, "products": products, "product_times": []})
+        # one line per field, so a long run's log shows where the time goes (XLA's GPU
+        # compiles of a twice-differentiated DiT take minutes)
+        console.print(f"[dim]{k + 1}/{len(todo)} {info.name} ({info.backend}): ready in "
+                      f"{time.perf_counter() - t_prep:.0f} s[/dim]")
     if not cases:
         raise ZooError(f"no trainable field matches {pattern!r} on {', '.join(backends)} "
                        "(`zoo list` names them)")
