@@ -77,9 +77,9 @@ def _bench_train(pattern, backends, *, batch, data, steps, rounds, options, cons
                           device=device if info.backend == "torch" else "cpu")
         trainer, ds, rng = make_trainer(cfg)  # validates (and fills in) the options
         batches = [draw_batch(rng, ds, cfg) for _ in range(steps)]
-        with console.status(f"preparing {info.name} ({info.backend}, {k + 1}/{len(todo)}): "
-                            "FLOPs, products, " + ("compile" if cfg.compiled() or info.backend == "jax"
-                                                  else "warm-up")):
+        label = f"{info.name} ({info.backend}{', compiled' if cfg.compiled() else ''})"
+        first = "compile" if cfg.compiled() or info.backend == "jax" else "warm-up"
+        with console.status(f"preparing {label}, {k + 1}/{len(todo)}: FLOPs, products, {first}"):
             # torch: takes a step, eager (a compiled trainer's first step is)
             counted = fl.step_flops(trainer, batches[0], info.backend)
             products = fl.products(trainer, batches[0], info.backend)  # torch: takes a step
@@ -92,9 +92,9 @@ def _bench_train(pattern, backends, *, batch, data, steps, rounds, options, cons
                       "backbone": info.backbone, "options": dict(cfg.options),
                       "trainer": trainer, "batches": batches, "times": [],
                       "counted": counted, "products": products, "product_times": []})
-        # one line per field, so a long run's log shows where the time goes (XLA's GPU
-        # compiles of a twice-differentiated DiT take minutes)
-        console.print(f"[dim]{k + 1}/{len(todo)} {info.name} ({info.backend}): ready in "
+        # one line per field, so a long run's log shows where the time goes (the GPU DiT
+        # bench printed nothing for 330 s before this)
+        console.print(f"[dim]{k + 1}/{len(todo)} {label}: ready in "
                       f"{time.perf_counter() - t_prep:.0f} s[/dim]")
     if not cases:
         raise ZooError(f"no trainable field matches {pattern!r} on {', '.join(backends)} "
